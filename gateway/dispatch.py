@@ -1,0 +1,404 @@
+"""
+Handing stored deliveries to their destinations: one lane per priority, retries with backoff and
+jitter, a circuit breaker per destination, dead letters.
+
+- The emergency lane gets its deliveries straight from the accept (the store returns them
+  already claimed) and starts them at once, up to its own capacity; it never waits behind the
+  other lanes and never backs off for load.
+- The other lanes (high, normal, low) claim due deliveries from the store when they have room:
+  a bounded number in flight per destination, an optional rate limit, and a pause while the
+  reactor runs late, so that a flood piles up on disk instead of slowing emergencies down.
+- A failure is retried with exponential backoff and jitter (``Retry-After`` honoured) until
+  ``max_attempts`` or ``max_age``; a permanent failure is dead-lettered at once.
+
+Time comes from the injected ``clock`` (``IReactorTime``).
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+from typing import Callable, Deque, Dict, Mapping, Optional
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from gateway.errors import DeliveryError
+from gateway.message import EMERGENCY, PRIORITIES, Delivery
+from gateway.metrics import Metrics
+
+OTHER_LANES = tuple(p for p in PRIORITIES if p != EMERGENCY)
+
+
+class CircuitBreaker:
+    """
+    Opens after ``threshold`` consecutive failures; after ``reset_after`` seconds lets one probe
+    through (half-open); a success closes it, a failure opens it again.
+    """
+
+    def __init__(self, clock, threshold: int, reset_after: float):
+        self.clock = clock
+        self.threshold = threshold
+        self.reset_after = reset_after
+        self.failures = 0
+        self.opened_at: Optional[float] = None
+        self.probing = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        if self.clock.seconds() >= self.opened_at + self.reset_after:
+            return "half-open"
+        return "open"
+
+    def allow(self) -> bool:
+        """Whether an attempt may go out now (claims the probe when half-open)."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self.probing:
+            self.probing = True
+            return True
+        return False
+
+    def retry_at(self) -> float:
+        """When an attempt refused by the breaker should come back."""
+        return (self.opened_at or self.clock.seconds()) + self.reset_after
+
+    def succeeded(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failed(self) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.opened_at is not None or self.failures >= self.threshold:
+            self.opened_at = self.clock.seconds()
+
+
+class RetryPolicy:
+    """When to try a failed delivery again, if at all."""
+
+    def __init__(self, settings: Mapping, random_fraction: Callable[[], float] = random.random):
+        self.max_attempts = settings.get("max_attempts", 12)
+        self.max_age = settings.get("max_age", 86400.0)
+        self.base_delay = settings.get("base_delay", 1.0)
+        self.max_delay = settings.get("max_delay", 600.0)
+        self.emergency_max_delay = settings.get("emergency_max_delay", 5.0)
+        self.random_fraction = random_fraction
+
+    def next_attempt(self, delivery: Delivery, error: DeliveryError, now: float) -> Optional[float]:
+        """The time of the next attempt, or None when the delivery should be dead-lettered."""
+        if not error.retryable:
+            return None
+        if delivery.attempt >= self.max_attempts or now - delivery.message.received_at > self.max_age:
+            return None
+        cap = self.emergency_max_delay if delivery.priority == EMERGENCY else self.max_delay
+        backoff = min(cap, self.base_delay * 2 ** (delivery.attempt - 1))
+        delay = backoff * (0.5 + 0.5 * self.random_fraction())
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        return now + delay
+
+
+class Dispatcher:
+    """
+    Delivers what the store holds. ``destinations`` maps names to started
+    :class:`gateway.interfaces.IDestination` providers; ``hook`` is the pluggy hook relay (for
+    the observer hooks) or None.
+    """
+
+    log = Logger()
+
+    def __init__(self, store, destinations: Mapping, clock, settings: Mapping, metrics: Optional[Metrics] = None,
+                 hook=None, random_fraction: Callable[[], float] = random.random):
+        self.store = store
+        self.destinations = dict(destinations)
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.hook = hook
+        self.policy = RetryPolicy(settings, random_fraction)
+        self.emergency_capacity = settings.get("emergency_concurrency", 32)
+        self.per_destination = settings.get("concurrency", 8)
+        self.rate_limit = settings.get("rate_limit")
+        self.lag_threshold = settings.get("lag_threshold", 0.05)
+        self.breakers = {name: CircuitBreaker(clock, settings.get("breaker_failures", 5),
+                                              settings.get("breaker_reset", 30.0))
+                         for name in self.destinations}
+        self.running = False
+        self.emergency_waiting: Deque[Delivery] = collections.deque()
+        self.emergency_active = 0
+        self.active: Dict[str, int] = collections.Counter()
+        self.lane_active: Dict[str, int] = collections.Counter()
+        self.waiting: Dict[str, Deque[Delivery]] = {name: collections.deque() for name in self.destinations}
+        self._pumping: Dict[str, bool] = {}
+        self._again: Dict[str, bool] = {}
+        self._timers: Dict[str, object] = {}
+        self._sent_at: Dict[str, Deque[float]] = collections.defaultdict(collections.deque)
+        self._attempts: Dict[str, defer.Deferred] = {}
+        self.lag = 0.0
+        self._lag_probe: Optional[task.LoopingCall] = None
+        self._last_tick: Optional[float] = None
+        self.lag_interval = 0.1
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self):
+        """
+        Requeue what was in flight when the gateway last stopped, then start every lane.
+        Returns a Deferred that fires when the lanes run.
+        """
+        self.running = True
+        self._lag_probe = task.LoopingCall(self._measure_lag)
+        self._lag_probe.clock = self.clock
+        self._last_tick = self.clock.seconds()
+        self._lag_probe.start(self.lag_interval, now=False)
+        d = self.store.recover(self.clock.seconds())
+
+        def recovered(count):
+            if count:
+                self.log.info("Requeued {count} deliveries that were in flight at the last stop", count=count)
+            for priority in PRIORITIES:
+                self.wake(priority)
+        return d.addCallback(recovered)
+
+    def stop(self):
+        """Stop starting deliveries; fire when the ones in flight have ended."""
+        self.running = False
+        if self._lag_probe is not None and self._lag_probe.running:
+            self._lag_probe.stop()
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        pending = [d for d in self._attempts.values()]
+        return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+
+    def _measure_lag(self):
+        now = self.clock.seconds()
+        self.lag = max(0.0, now - self._last_tick - self.lag_interval)
+        self._last_tick = now
+        self.metrics.reactor_lag.set(self.lag)
+        if self.lag <= self.lag_threshold:
+            for priority in OTHER_LANES:
+                if self._again.get(priority):
+                    self.wake(priority)
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the reactor runs late enough that the non-emergency lanes hold back."""
+        return self.lag > self.lag_threshold
+
+    # -- entry points -----------------------------------------------------------------------
+
+    def submit(self, accepted) -> None:
+        """
+        Take the deliveries of newly accepted messages (a list of
+        :class:`gateway.message.Accepted`): emergencies start now, other lanes are woken.
+        """
+        lanes = set()
+        for item in accepted:
+            for delivery in item.deliveries:
+                if delivery.priority == EMERGENCY:
+                    self.emergency_waiting.append(delivery)
+                else:
+                    lanes.add(delivery.priority)
+        self._run_emergencies()
+        for priority in lanes:
+            self.wake(priority)
+
+    def wake(self, priority: str) -> None:
+        """Claim and start due deliveries of ``priority`` as far as there is room."""
+        if not self.running:
+            return
+        if self._pumping.get(priority):
+            self._again[priority] = True
+            return
+        self._pumping[priority] = True
+        self._again[priority] = False
+        d = self._pump(priority)
+        d.addErrback(lambda f: self.log.failure("Dispatch of lane {lane} failed", f, lane=priority))
+
+        def done(_):
+            self._pumping[priority] = False
+            if self._again.get(priority) and self.running:
+                self.wake(priority)
+        d.addBoth(done)
+
+    # -- the lanes --------------------------------------------------------------------------
+
+    def _room(self, priority: str) -> int:
+        if priority == EMERGENCY:
+            return self.emergency_capacity - self.emergency_active - len(self.emergency_waiting)
+        if self.saturated:
+            return 0
+        total = self.per_destination * max(1, len(self.destinations))
+        busy = sum(self.lane_active[p] for p in OTHER_LANES) + sum(len(q) for q in self.waiting.values())
+        return total - busy
+
+    @defer.inlineCallbacks
+    def _pump(self, priority):
+        while self.running:
+            room = self._room(priority)
+            if room <= 0:
+                if priority != EMERGENCY:
+                    self._again[priority] = True
+                break
+            claimed = yield self.store.claim(priority, room, self.clock.seconds())
+            if priority == EMERGENCY:
+                self.emergency_waiting.extend(claimed)
+                self._run_emergencies()
+            else:
+                for delivery in claimed:
+                    self._queue(delivery)
+            if len(claimed) < room:
+                break
+        yield self._schedule(priority)
+
+    def _run_emergencies(self):
+        while self.running and self.emergency_waiting and self.emergency_active < self.emergency_capacity:
+            delivery = self.emergency_waiting.popleft()
+            self.emergency_active += 1
+            d = self._attempt(delivery)
+
+            def finished(_):
+                self.emergency_active -= 1
+                self._run_emergencies()
+                if not self.emergency_waiting:
+                    self.wake(EMERGENCY)
+            d.addBoth(finished)
+
+    def _queue(self, delivery: Delivery):
+        name = delivery.destination_id
+        if name not in self.destinations:
+            self._unknown_destination(delivery)
+            return
+        self.waiting[name].append(delivery)
+        self._drain(name)
+
+    def _drain(self, name: str):
+        queue = self.waiting[name]
+        while self.running and queue and self.active[name] < self.per_destination:
+            if self.rate_limit and not self._rate_allows(name):
+                timer = self.clock.callLater(1.0 / self.rate_limit, self._drain, name)
+                self._timers[f"rate:{name}"] = timer
+                return
+            delivery = queue.popleft()
+            self.active[name] += 1
+            self.lane_active[delivery.priority] += 1
+            d = self._attempt(delivery)
+
+            def finished(_, delivery=delivery):
+                self.active[name] -= 1
+                self.lane_active[delivery.priority] -= 1
+                self._drain(name)
+                self.wake(delivery.priority)
+            d.addBoth(finished)
+
+    def _rate_allows(self, name: str) -> bool:
+        now = self.clock.seconds()
+        sent = self._sent_at[name]
+        while sent and sent[0] <= now - 1.0:
+            sent.popleft()
+        if len(sent) < self.rate_limit:
+            sent.append(now)
+            return True
+        return False
+
+    @defer.inlineCallbacks
+    def _schedule(self, priority):
+        """Set a timer for the next pending delivery of the lane that is due later."""
+        due = yield self.store.next_due(priority)
+        old = self._timers.pop(priority, None)
+        if old is not None and old.active():
+            old.cancel()
+        if due is None or not self.running:
+            return
+        delay = max(0.0, due - self.clock.seconds())
+        self._timers[priority] = self.clock.callLater(max(delay, 0.001), self.wake, priority)
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    def _unknown_destination(self, delivery: Delivery):
+        error = f"destination {delivery.destination_id!r} is not configured"
+        self.log.error("Dead-lettering delivery {delivery_id}: {error}", delivery_id=delivery.id, error=error)
+        self.store.dead_letter(delivery.id, error, self.clock.seconds())
+
+    def _attempt(self, delivery: Delivery) -> defer.Deferred:
+        """Deliver once and record the outcome; the Deferred never fails."""
+        destination = self.destinations.get(delivery.destination_id)
+        if destination is None:
+            self._unknown_destination(delivery)
+            return defer.succeed(None)
+        breaker = self.breakers[delivery.destination_id]
+        if not breaker.allow():
+            d = self.store.retry_later(delivery.id, "circuit breaker open", breaker.retry_at())
+            d.addCallback(lambda _: self._schedule(delivery.priority))
+            d.addErrback(self._store_failed, delivery)
+            return d
+        started = self.clock.seconds()
+        self.metrics.attempt_started(delivery.destination_id)
+        d = defer.maybeDeferred(destination.deliver, delivery)
+        self._attempts[delivery.id] = d
+        d.addCallbacks(self._delivered, self._failed, callbackArgs=(delivery, breaker, started),
+                       errbackArgs=(delivery, breaker, started))
+        d.addErrback(self._store_failed, delivery)
+
+        def forget(result):
+            self._attempts.pop(delivery.id, None)
+            return result
+        return d.addBoth(forget)
+
+    def _delivered(self, receipt, delivery, breaker, started):
+        now = self.clock.seconds()
+        breaker.succeeded()
+        self.metrics.attempt_ended(delivery.destination_id, delivery.priority, "delivered", now - started, now,
+                                   delivery.message.received_at)
+        self.log.info("Delivered {delivery_id} ({lane}) to {destination} reference={reference}",
+                      delivery_id=delivery.id, lane=delivery.priority, destination=delivery.destination_id,
+                      reference=getattr(receipt, "reference", None))
+        self._observe("siaga_delivered", delivery=delivery, receipt=receipt)
+        return self.store.delivered(delivery.id, receipt, now)
+
+    def _failed(self, failure, delivery, breaker, started):
+        now = self.clock.seconds()
+        error = failure.value if isinstance(failure.value, DeliveryError) else DeliveryError(
+            f"{type(failure.value).__name__}: {failure.getErrorMessage()}")
+        breaker.failed()
+        at = self.policy.next_attempt(delivery, error, now)
+        outcome = "retry" if at is not None else "dead"
+        self.metrics.attempt_ended(delivery.destination_id, delivery.priority, outcome, now - started, now)
+        if at is None:
+            self.log.warn("Dead-lettering {delivery_id} to {destination} after attempt {attempt}: {error}",
+                          delivery_id=delivery.id, destination=delivery.destination_id, attempt=delivery.attempt,
+                          error=error.reason)
+            self._observe("siaga_dead_lettered", delivery=delivery, error=error.reason)
+            return self.store.dead_letter(delivery.id, error.reason, now)
+        self.log.info("Delivery {delivery_id} to {destination} failed (attempt {attempt}), retry in {delay:.1f}s: {error}",
+                      delivery_id=delivery.id, destination=delivery.destination_id, attempt=delivery.attempt,
+                      delay=at - now, error=error.reason)
+        d = self.store.retry_later(delivery.id, error.reason, at)
+        return d.addCallback(lambda _: self._schedule(delivery.priority))
+
+    def _store_failed(self, failure, delivery):
+        self.log.failure("Could not record the outcome of delivery {delivery_id}; it will be retried after a restart",
+                         failure, delivery_id=delivery.id)
+
+    def _observe(self, name, **kwargs):
+        if self.hook is None:
+            return
+        try:
+            getattr(self.hook, name)(**kwargs)
+        except Exception:
+            self.log.failure("A plugin's {hook} hook raised; ignored", hook=name)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {
+            "lag_seconds": round(self.lag, 4),
+            "saturated": self.saturated,
+            "emergency_active": self.emergency_active,
+            "emergency_waiting": len(self.emergency_waiting),
+            "breakers": {name: b.state for name, b in self.breakers.items()},
+        }

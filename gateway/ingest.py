@@ -1,0 +1,135 @@
+"""
+The path of every message into the gateway: triage, routing, one durable write, then the
+hand-off to dispatch and the acknowledgement to the citizen.
+
+Webhooks reach it through the web layer; polling channels and the SMTP listener through
+``PluginContext.ingest``. Either way, the Deferred fires only after the store has committed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Mapping, Optional, Sequence
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from gateway.errors import StoreUnavailable
+from gateway.message import EMERGENCY, Accepted, Intake, Message, Reply
+from gateway.metrics import Metrics
+from gateway.routing import route
+
+
+def mask(address: Optional[str]) -> str:
+    """A sender address fit for a log line: all but the last 4 characters hidden."""
+    if not address:
+        return "-"
+    return "*" * max(0, len(address) - 4) + address[-4:]
+
+
+class Ingest:
+    """
+    ``classifier`` is an :class:`gateway.interfaces.IClassifier`, ``routes`` the configured
+    :class:`gateway.config.Route` table, ``dispatcher`` has ``submit(accepted)``; ``channels``
+    maps names to channels for acknowledgements; ``hook`` is the pluggy hook relay or None.
+    """
+
+    log = Logger()
+
+    def __init__(self, store, classifier, routes, dispatcher, clock, metrics: Optional[Metrics] = None,
+                 channels: Optional[Mapping] = None, replies: Optional[Mapping] = None, hook=None):
+        self.store = store
+        self.classifier = classifier
+        self.routes = routes
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.channels = channels if channels is not None else {}
+        self.replies = replies or {}
+        self.hook = hook
+        #: False while the gateway starts or stops: accepts then fail with StoreUnavailable.
+        self.open = True
+
+    def accept(self, messages: Sequence[Message], acknowledge: bool = True) -> defer.Deferred:
+        """
+        Triage, route and durably store ``messages``; fire with their
+        :class:`gateway.message.Accepted` in order once committed. Fails with
+        :class:`gateway.errors.StoreUnavailable` when the store cannot write: nothing was stored.
+        With ``acknowledge``, each new message's citizen gets an acknowledgement with the ticket.
+        """
+        if not self.open:
+            return defer.fail(StoreUnavailable("the gateway is starting or stopping"))
+        intakes = []
+        for message in messages:
+            triage = self.classifier.classify(message)
+            if message.location is not None and triage.location is None:
+                triage = triage.__class__(triage.priority, triage.category, triage.confidence,
+                                          triage.reasons, message.location)
+            self._observe("siaga_message_triaged", message=message, triage=triage)
+            intakes.append(Intake(message, triage, route(message, triage, self.routes)))
+        started = self.clock.seconds()
+        d = self.store.accept(intakes)
+        d.addCallback(self._accepted, started, acknowledge)
+        return d
+
+    def _accepted(self, accepted: List[Accepted], started: float, acknowledge: bool) -> List[Accepted]:
+        now = self.clock.seconds()
+        self.dispatcher.submit(accepted)
+        for item in accepted:
+            message = item.message
+            self.metrics.received(message.channel_id, now, duplicate=item.duplicate)
+            self.metrics.ingest_time(message.channel_id, now - started)
+            if item.duplicate:
+                self.log.debug("Duplicate {external_id} on {channel} answered with ticket {ticket}",
+                               external_id=message.external_id, channel=message.channel_id, ticket=message.ticket)
+                continue
+            self.log.info("Accepted {message_id} ticket={ticket} from {sender} on {channel}: "
+                          "{priority}/{category} -> {destinations}",
+                          message_id=message.id, ticket=message.ticket, sender=mask(message.sender),
+                          channel=message.channel_id, priority=item.triage.priority, category=item.triage.category,
+                          destinations=",".join(d.destination_id for d in item.deliveries) or "(none)")
+            self._observe("siaga_message_accepted", message=message, triage=item.triage)
+            if acknowledge and self.replies.get("acknowledge", True):
+                self._acknowledge(item)
+        return accepted
+
+    def _acknowledge(self, item: Accepted) -> None:
+        channel = self.channels.get(item.message.channel_id)
+        if channel is None or not getattr(channel, "sends_acknowledgements", True):
+            return
+        key = "emergency_acknowledgement" if item.triage.priority == EMERGENCY else "acknowledgement"
+        template = self.replies.get(key) or "Nomor tiket: {ticket}"
+        reply = Reply(channel_id=item.message.channel_id, recipient=item.message.sender,
+                      text=template.format(ticket=item.message.ticket), in_reply_to=item.message)
+        send_reply(self.store, channel, reply, self.clock)
+
+    def _observe(self, name, **kwargs):
+        if self.hook is None:
+            return
+        try:
+            getattr(self.hook, name)(**kwargs)
+        except Exception:
+            self.log.failure("A plugin's {hook} hook raised; ignored", hook=name)
+
+
+_reply_log = Logger(namespace="gateway.replies")
+
+
+def send_reply(store, channel, reply: Reply, clock, on_done: Optional[Callable] = None) -> defer.Deferred:
+    """
+    Send ``reply`` through ``channel`` and record it (sent or failed) in the store. The Deferred
+    never fails: a reply that cannot be sent is recorded and logged, never retried blindly.
+    """
+    d = defer.maybeDeferred(channel.send, reply)
+
+    def sent(receipt):
+        return store.record_reply(reply, receipt, "sent", clock.seconds())
+
+    def failed(failure):
+        _reply_log.warn("Reply {reply_id} to {recipient} on {channel} not sent: {error}",
+                        reply_id=reply.id, recipient=mask(reply.recipient), channel=reply.channel_id,
+                        error=failure.getErrorMessage())
+        return store.record_reply(reply, None, "failed", clock.seconds())
+
+    d.addCallbacks(sent, failed)
+    d.addErrback(lambda f: _reply_log.failure("Recording reply {reply_id} failed", f, reply_id=reply.id))
+    return d

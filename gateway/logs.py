@@ -1,0 +1,67 @@
+"""
+Log output: human-readable (twistd's own) or one JSON object per line, and a filter in front of
+either that masks phone numbers and secrets, whatever a log call passed in.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Callable
+
+from twisted.logger import ILogObserver, globalLogPublisher, jsonFileLogObserver
+from zope.interface import implementer
+
+_PHONE = re.compile(r"(?<![\w])(\+?\d[\d\- ]{6,}\d)(?![\w])")
+_SECRET_FIELD = re.compile(r"(secret|token|password|authorization|api_key|apikey)", re.IGNORECASE)
+
+
+def mask_phone_numbers(text: str) -> str:
+    """Replace every run that looks like a phone number with stars and its last 4 digits."""
+    def mask(match):
+        digits = re.sub(r"\D", "", match.group(1))
+        return "*" * (len(digits) - 4) + digits[-4:]
+    return _PHONE.sub(mask, text)
+
+
+def scrub(event: dict) -> dict:
+    """A copy of a log event with secret-named fields hidden and phone numbers masked."""
+    clean = {}
+    for key, value in event.items():
+        if key.startswith("log_") and key != "log_format":
+            clean[key] = value
+        elif _SECRET_FIELD.search(key):
+            clean[key] = "***"
+        elif isinstance(value, str):
+            clean[key] = mask_phone_numbers(value)
+        else:
+            clean[key] = value
+    return clean
+
+
+@implementer(ILogObserver)
+class ScrubbingObserver:
+    """Passes each event, scrubbed, to ``observer``."""
+
+    def __init__(self, observer: Callable[[dict], None]):
+        self.observer = observer
+
+    def __call__(self, event):
+        self.observer(scrub(event))
+
+
+def install(log_format: str = "text", publisher=globalLogPublisher, stream=None) -> None:
+    """
+    Put the scrubbing filter in front of every observer already on ``publisher`` (twistd's
+    output), and with ``log_format="json"`` replace them with one JSON object per line on
+    ``stream`` (stdout by default). Called once, when the gateway starts.
+    """
+    current = list(getattr(publisher, "_observers", ()))
+    for observer in current:
+        if isinstance(observer, ScrubbingObserver):
+            return
+        publisher.removeObserver(observer)
+    if log_format == "json":
+        current = [jsonFileLogObserver(stream or sys.stdout, recordSeparator="")]
+    for observer in current:
+        publisher.addObserver(ScrubbingObserver(observer))

@@ -1,0 +1,191 @@
+"""
+``GatewayService``: the whole gateway as one ``MultiService``. It builds the store, the
+plugins, dispatch, ingest and the HTTP side from a checked configuration, starts them in order
+and reports readiness through ``/health/ready``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Optional
+
+from treq.client import HTTPClient
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import Site
+
+from gateway import logs
+from gateway.config import GatewayConfig
+from gateway.context import PluginContext
+from gateway.dispatch import Dispatcher
+from gateway.ingest import Ingest
+from gateway.metrics import Metrics
+from gateway.plugins import Registry
+from gateway.web.root import Root
+
+
+def pooled_http_client(reactor) -> HTTPClient:
+    """A treq client with its own pool of persistent connections."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    return HTTPClient(Agent(reactor, pool=pool))
+
+
+class _QuietSite(Site):
+    """A ``Site`` that does not write an access-log line per request (citizens' numbers appear in URLs)."""
+
+    def log(self, request):
+        pass
+
+
+class GatewayService(MultiService):
+    """
+    The running gateway. ``reactor`` provides time, TCP and threads; ``registry`` is what the
+    plugins registered; ``hook`` the pluggy hook relay for observer hooks;
+    ``http_client_factory(plugin_name)`` gives each plugin its HTTP client (by default a
+    pooled treq client of its own); ``store`` replaces the configured store (tests).
+
+    ``startService`` is synchronous, as ``MultiService`` needs: the listeners start at once and
+    answer 503 until the store is open, and ``/health/ready`` says when every part is up.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: GatewayConfig, reactor, registry: Registry, hook=None,
+                 http_client_factory: Optional[Callable] = None, store=None, install_logging: bool = False):
+        super().__init__()
+        self.config = config
+        self.clock = reactor
+        self.reactor = reactor
+        self.hook = hook
+        self.install_logging = install_logging
+        self.metrics = Metrics()
+        self.started_at: Optional[float] = None
+        self.state: Dict[str, str] = {}
+        http_client_factory = http_client_factory or (lambda name: pooled_http_client(reactor))
+
+        if store is None:
+            from gateway.store import make_store
+            store = make_store(config.store["backend"], dict(config.store), reactor)
+        self.store = store
+        self.state["store"] = "starting"
+
+        self.channels: Dict[str, object] = {}
+        self.destinations: Dict[str, object] = {}
+        classifier = registry.classifiers[config.triage.type].factory
+        self.classifier = classifier(config.triage.name, dict(config.triage.options),
+                                     self._context("classifier", http_client_factory))
+        for plugin in config.channels:
+            factory = registry.channels[plugin.type].factory
+            self.channels[plugin.name] = factory(plugin.name, dict(plugin.options),
+                                                 self._context(plugin.name, http_client_factory))
+            self.state[f"channel:{plugin.name}"] = "starting"
+        for plugin in config.destinations:
+            factory = registry.destinations[plugin.type].factory
+            self.destinations[plugin.name] = factory(plugin.name, dict(plugin.options),
+                                                     self._context(plugin.name, http_client_factory))
+            self.state[f"destination:{plugin.name}"] = "starting"
+
+        self.dispatcher = Dispatcher(self.store, self.destinations, reactor, config.dispatch, self.metrics, hook)
+        self.ingest = Ingest(self.store, self.classifier, config.routes, self.dispatcher, reactor, self.metrics,
+                             channels=self.channels, replies=config.replies, hook=hook)
+        self.root = Root(self)
+        self.site = _QuietSite(self.root)
+        self.ports = []
+        for description in config.listen:
+            listener = StreamServerEndpointService(serverFromString(reactor, description), self.site)
+            # A port that cannot be bound stops start-up with an error instead of a log line.
+            listener._raiseSynchronously = True
+            listener.setServiceParent(self)
+            self.ports.append(listener)
+
+    def _context(self, name, http_client_factory) -> PluginContext:
+        return PluginContext(
+            reactor=self.reactor,
+            http_client=http_client_factory(name),
+            ingest=self._ingest_from_plugin,
+            channel=self.channels.__getitem__,
+            state_dir=self.config.state_dir,
+        )
+
+    def _ingest_from_plugin(self, messages):
+        return self.ingest.accept(list(messages))
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def startService(self):
+        if self.install_logging:
+            logs.install(self.config.log_format)
+        os.makedirs(self.config.state_dir, exist_ok=True)
+        self.started_at = self.clock.seconds()
+        self.ingest.open = False
+        super().startService()
+        self.log.info("Siaga starting: {channels} channel(s), {destinations} destination(s), listening on {listen}",
+                      channels=len(self.channels), destinations=len(self.destinations),
+                      listen=", ".join(self.config.listen))
+        self._started = self._start_parts()
+
+    @defer.inlineCallbacks
+    def _start_parts(self):
+        try:
+            yield self.store.start()
+        except Exception as e:
+            self.state["store"] = f"failed: {e}"
+            self.log.failure("The store could not be opened; nothing will be accepted")
+            return
+        self.state["store"] = "ready"
+        for name, destination in self.destinations.items():
+            yield self._start_plugin(f"destination:{name}", destination)
+        yield self.dispatcher.start()
+        self.ingest.open = True
+        for name, channel in self.channels.items():
+            yield self._start_plugin(f"channel:{name}", channel)
+        self.log.info("Siaga ready")
+
+    @defer.inlineCallbacks
+    def _start_plugin(self, key, plugin):
+        try:
+            yield defer.maybeDeferred(plugin.start)
+        except Exception as e:
+            self.state[key] = f"failed: {e}"
+            self.log.failure("{key} failed to start", key=key)
+        else:
+            self.state[key] = "ready"
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        self.ingest.open = False
+        yield defer.maybeDeferred(super().stopService)
+        for name, channel in self.channels.items():
+            yield self._quietly(channel.stop, f"channel {name}")
+        yield self._quietly(self.dispatcher.stop, "dispatch")
+        for name, destination in self.destinations.items():
+            yield self._quietly(destination.stop, f"destination {name}")
+        yield self._quietly(self.store.stop, "store")
+        self.log.info("Siaga stopped")
+
+    @defer.inlineCallbacks
+    def _quietly(self, stop, what):
+        try:
+            yield defer.maybeDeferred(stop)
+        except Exception:
+            self.log.failure("Stopping {what} failed", what=what)
+
+    def readiness(self) -> defer.Deferred:
+        """Fire with ``{part: problem}`` for every part that is not ready (empty when ready)."""
+        problems = {key: value for key, value in self.state.items() if value != "ready"}
+        for name, breaker in self.dispatcher.breakers.items():
+            if breaker.state == "open":
+                problems[f"destination:{name}"] = "circuit breaker open"
+        if self.state.get("store") != "ready":
+            return defer.succeed(problems)
+        d = self.store.check_writable()
+
+        def unwritable(failure):
+            problems["store"] = f"cannot write: {failure.getErrorMessage()}"
+        d.addCallbacks(lambda _: None, unwritable)
+        return d.addCallback(lambda _: problems)

@@ -1,0 +1,112 @@
+"""
+What health checkers and sysadmins poll: ``/health/live``, ``/health/ready``, ``/status`` and
+``/metrics``. Each takes the running gateway (:class:`gateway.service.GatewayService`).
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+import gateway
+from gateway.web.common import json_body, write_json
+
+
+class Live(Resource):
+    """200 for as long as the reactor turns."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return json_body(request, 200, {"status": "live"})
+
+
+class Ready(Resource):
+    """
+    200 when the store accepts writes, every enabled plugin has started and no circuit breaker
+    is open; otherwise 503 naming what is not ready.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, gateway_service):
+        super().__init__()
+        self.gateway = gateway_service
+
+    def render_GET(self, request):
+        d = self.gateway.readiness()
+
+        def answer(problems):
+            if problems:
+                write_json(request, 503, {"status": "not ready", "problems": problems})
+            else:
+                write_json(request, 200, {"status": "ready"})
+        d.addCallback(answer)
+        d.addErrback(lambda f: write_json(request, 503, {"status": "not ready",
+                                                        "problems": {"gateway": f.getErrorMessage()}}))
+        return NOT_DONE_YET
+
+
+class Status(Resource):
+    """The gateway's figures as JSON."""
+
+    isLeaf = True
+
+    def __init__(self, gateway_service):
+        super().__init__()
+        self.gateway = gateway_service
+
+    def render_GET(self, request):
+        g = self.gateway
+        d = defer.maybeDeferred(g.store.depth)
+
+        def answer(depth):
+            now = g.clock.seconds()
+            metrics = g.metrics
+            write_json(request, 200, {
+                "version": gateway.__version__,
+                "uptime_seconds": round(now - g.started_at, 3) if g.started_at else 0,
+                "channels": {name: metrics.channels[name].to_json() for name in g.channels},
+                "destinations": {
+                    name: dict(metrics.destinations[name].to_json(),
+                               breaker=g.dispatcher.breakers[name].state if g.dispatcher else None)
+                    for name in g.destinations},
+                "lanes": {lane: {"depth": count} for lane, count in depth.items()},
+                "dispatch": g.dispatcher.status() if g.dispatcher else None,
+            })
+        d.addCallback(answer)
+        d.addErrback(lambda f: write_json(request, 503, {"error": f"store unavailable: {f.getErrorMessage()}"}))
+        return NOT_DONE_YET
+
+
+class Metrics(Resource):
+    """Prometheus text exposition."""
+
+    isLeaf = True
+
+    def __init__(self, gateway_service):
+        super().__init__()
+        self.gateway = gateway_service
+
+    def render_GET(self, request):
+        g = self.gateway
+        d = defer.maybeDeferred(g.store.depth)
+
+        def answer(depth):
+            for lane, count in depth.items():
+                g.metrics.lane_depth.labels(lane).set(count)
+            return g.metrics.exposition()
+
+        def write(body):
+            if request.finished:
+                return
+            request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+            request.write(body)
+            request.finish()
+        d.addCallback(answer)
+        d.addErrback(lambda _: g.metrics.exposition())
+        d.addCallback(write)
+        return NOT_DONE_YET
