@@ -6,7 +6,7 @@ setup(
     description="A gateway from citizens' messages on every platform to SP4N-LAPOR! and the 112 command centre.",
     python_requires=">=3.11",
     packages=find_packages(include=["gateway", "gateway.*", "plugins", "plugins.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["siaga_dropin.py"]},
+    package_data={"twisted.plugins": ["siaga_dropin.py"], "plugins.channels": ["*.html"]},
     install_requires=[
         "twisted[tls]>=24.3",
         "treq>=23.11",

@@ -73,7 +73,8 @@ class GatewayConfig:
     replies: Mapping[str, Any]
 
 
-def _endpoint(value):
+def endpoint_problem(value):
+    """Why ``value`` is not a usable server endpoint string, or None."""
     try:
         serverFromString(MemoryReactor(), value)
     except Exception as e:
@@ -124,6 +125,8 @@ DISPATCH = (
     Option("breaker_failures", int, default=5, check=positive),
     Option("breaker_reset", float, default=30.0, check=positive),
     Option("rate_limit", float, default=None, check=positive, doc="Deliveries per second per destination, normal lanes."),
+    Option("poll_interval", float, default=2.0, check=positive,
+           doc="Seconds between looks at the store for work changed elsewhere (replays, other nodes)."),
     Option("lag_threshold", float, default=0.05, check=_non_negative,
            doc="Reactor lag (seconds) above which normal lanes back off."),
 )
@@ -287,12 +290,13 @@ def parse_config(text: str, path: str, registry, environ: Mapping[str, str]) -> 
     for i, endpoint in enumerate(top["listen"]):
         if not isinstance(endpoint, str):
             checker.fail(top["listen"], i, f"listen[{i}]", f"expected an endpoint string, got {endpoint!r}")
-        problem = _endpoint(endpoint)
+        problem = endpoint_problem(endpoint)
         if problem:
             checker.fail(top["listen"], i, f"listen[{i}]", problem)
 
     store = checker.block(top["store"], STORE, "store")
     admin = checker.block(top["admin"], ADMIN, "admin")
+    admin["token"] = admin["token"] or None  # `${SIAGA_ADMIN_TOKEN:-}` unset means no token
     if admin["protect_status"] and not admin["token"]:
         checker.fail(top["admin"], "protect_status", "admin.protect_status", "needs admin.token to be set")
     dispatch = checker.block(top["dispatch"], DISPATCH, "dispatch")

@@ -140,6 +140,8 @@ class Dispatcher:
         self._lag_probe: Optional[task.LoopingCall] = None
         self._last_tick: Optional[float] = None
         self.lag_interval = 0.1
+        self.poll_interval = settings.get("poll_interval", 2.0)
+        self._poller: Optional[task.LoopingCall] = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -158,15 +160,23 @@ class Dispatcher:
         def recovered(count):
             if count:
                 self.log.info("Requeued {count} deliveries that were in flight at the last stop", count=count)
-            for priority in PRIORITIES:
-                self.wake(priority)
+            # Besides the wake-ups from accepts and retry timers, a slow poll picks up what changed
+            # outside this process (a replay from the command line, another node).
+            self._poller = task.LoopingCall(self._wake_all)
+            self._poller.clock = self.clock
+            self._poller.start(self.poll_interval, now=True)
         return d.addCallback(recovered)
+
+    def _wake_all(self):
+        for priority in PRIORITIES:
+            self.wake(priority)
 
     def stop(self):
         """Stop starting deliveries; fire when the ones in flight have ended."""
         self.running = False
-        if self._lag_probe is not None and self._lag_probe.running:
-            self._lag_probe.stop()
+        for loop in (self._lag_probe, self._poller):
+            if loop is not None and loop.running:
+                loop.stop()
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()

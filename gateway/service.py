@@ -70,7 +70,8 @@ class GatewayService(MultiService):
 
         if store is None:
             from gateway.store import make_store
-            store = make_store(config.store["backend"], dict(config.store), reactor)
+            options = {"path": config.store["path"], "synchronous": config.store["synchronous"]}
+            store = make_store(config.store["backend"], options if config.store["backend"] == "sqlite" else {}, reactor)
         self.store = store
         self.state["store"] = "starting"
 

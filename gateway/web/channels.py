@@ -87,7 +87,7 @@ class WebhookResource(Resource):
 
     def render_POST(self, request):
         name = self.channel.name
-        length = request.getHeader(b"content-length")
+        length = request.getHeader("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             return error_body(request, 413, f"body over {MAX_BODY_BYTES} bytes")
         body = request.content.read()
@@ -102,8 +102,14 @@ class WebhookResource(Resource):
         except MalformedRequest as e:
             self.metrics.malformed(name)
             self.log.warn("Malformed request on channel {channel}: {reason}", channel=name, reason=e.reason)
-            self._quarantine(request, e.reason, body).addBoth(
-                lambda _: write_json(request, 400, {"error": e.reason}))
+            reason = e.reason
+            self._quarantine(request, reason, body).addBoth(lambda _: write_json(request, 400, {"error": reason}))
+            return NOT_DONE_YET
+        except Exception:
+            # A bug in the channel, not in the body: keep the body and let the platform retry.
+            self.log.failure("Channel {channel} failed to parse a request", channel=name)
+            self._quarantine(request, "parser error", body).addBoth(
+                lambda _: write_json(request, 500, {"error": "internal error; the message was not stored"}))
             return NOT_DONE_YET
         for reason in parsed.ignored:
             self.metrics.ignored(name, reason)

@@ -34,7 +34,7 @@ def bearer_ok(request, token: Optional[str]) -> bool:
     """Whether the request carries ``Authorization: Bearer <token>`` (always true when token is None)."""
     if token is None:
         return True
-    header = request.getHeader(b"authorization") or ""
+    header = request.getHeader("authorization") or ""
     scheme, _, given = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
