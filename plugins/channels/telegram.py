@@ -35,7 +35,8 @@ from gateway.errors import (
 from gateway.hookspecs import hookimpl
 from gateway.interfaces import IChannel
 from gateway.message import Location, Media, Message, Parsed, Receipt
-from gateway.options import REQUIRED, Option, http_url, positive
+from gateway.options import Option, http_url, positive
+from plugins.channels._channel_kit import masked, media_type, settings
 from plugins.channels._telegram_poll import UpdatePoller
 
 DEFAULT_API = "https://api.telegram.org"
@@ -52,33 +53,6 @@ def _secret_shape(value: Any) -> str | None:
     if isinstance(value, str) and _SECRET_SHAPE.fullmatch(value):
         return None
     return "expected 1-256 characters of A-Z, a-z, 0-9, '_' and '-' (Telegram's rule for secret_token)"
-
-
-def settings(declared, given: Mapping[str, Any]) -> dict:
-    """The options ``given``, completed with the declared defaults; a missing required one raises ValueError."""
-    values = {}
-    for option in declared:
-        if option.name in given:
-            values[option.name] = given[option.name]
-        elif option.default is REQUIRED:
-            raise ValueError(f"option {option.name!r} is required")
-        else:
-            values[option.name] = option.default
-    return values
-
-
-def header(request, name: bytes) -> str | None:
-    """A request header as text, or None."""
-    value = request.getHeader(name)
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    return value
-
-
-def masked(address: Any) -> str:
-    """An address with all but its last four characters hidden, for logs."""
-    text = str(address)
-    return "*" * max(0, len(text) - 4) + text[-4:]
 
 
 @implementer(IChannel)
@@ -150,7 +124,7 @@ class TelegramChannel:
             raise RequestRefused("wrong X-Telegram-Bot-Api-Secret-Token", code=403)
 
     def parse(self, request, body: bytes) -> Parsed:
-        content_type = (header(request, b"content-type") or "").split(";")[0].strip().lower()
+        content_type = media_type(request)
         if content_type != "application/json":
             raise MalformedRequest(f"expected Content-Type application/json, got {content_type or 'none'!r}")
         try:
