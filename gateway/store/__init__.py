@@ -1,0 +1,36 @@
+"""
+Siaga's durable stores: implementations of :class:`gateway.interfaces.IStore`.
+
+:func:`make_store` builds one from the ``store:`` block of the configuration.
+``gateway.store.contract.StoreContractTests`` is the test suite every implementation passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+BACKENDS = ("sqlite", "memory")
+
+
+def make_store(backend: str, options: Mapping[str, Any], reactor):
+    """
+    An unstarted store. ``backend`` ``"sqlite"`` takes ``options`` ``{"path": ..., "synchronous":
+    "NORMAL" | "FULL"}`` (and optionally ``busy_timeout`` seconds and ``max_batch``);
+    ``"memory"`` keeps everything in memory (tests, demos: nothing survives a restart).
+    Raises ``ValueError`` for an unknown backend or a bad option.
+    """
+    options = dict(options or {})
+    if backend == "sqlite":
+        from gateway.store.sqlite import SQLiteStore
+        if not options.get("path"):
+            raise ValueError("the sqlite store needs a 'path'")
+        known = {"path", "synchronous", "busy_timeout", "max_batch"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown sqlite store option(s): {', '.join(unknown)}")
+        return SQLiteStore(options.pop("path"), reactor, **options)
+    if backend == "memory":
+        from gateway.testing import MemoryStore
+        return MemoryStore(clock=reactor)
+    raise ValueError(f"unknown store backend {backend!r}: expected one of {', '.join(BACKENDS)}")

@@ -1,0 +1,539 @@
+"""
+The embedded SQLite :class:`~gateway.interfaces.IStore`: one database file in WAL mode, written by
+one dedicated thread with group commit.
+
+Every operation (reads included) is queued for the writer thread. When the thread wakes it takes
+everything queued (urgent operations first, then in arrival order; at most ``max_batch``), runs
+each one in its own SAVEPOINT inside ONE transaction, commits once, and only then fires each
+operation's Deferred on the reactor thread. It never waits to fill a batch: under light load a
+batch is a single operation, under heavy load one fsync covers hundreds of accepts. An accept that
+carries an emergency is queued as urgent, so it goes into the very next commit.
+
+Failures: a ``sqlite3`` error (disk full, read-only, locked, corrupt) fails the operations it
+touched with :class:`~gateway.errors.StoreUnavailable`; when SQLite rolled the whole transaction
+back (disk full, I/O error) every operation of the batch fails, since none of it was kept. Any
+other exception fails only its own operation (its SAVEPOINT is rolled back). The thread carries on
+with the next batch, so the store is usable again as soon as the condition clears.
+
+See ``docs/store.md`` for the schema, durability settings, backups and retention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from gateway.errors import StoreUnavailable
+from gateway.interfaces import IStore
+from gateway.message import (
+    EMERGENCY,
+    PRIORITIES,
+    Accepted,
+    DeadLetter,
+    Delivery,
+    Message,
+    Triage,
+    new_id,
+)
+from gateway.store import migrations as _migrations
+
+log = Logger()
+
+SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA", "OFF")
+
+_URGENT, _ROUTINE = 0, 1
+
+
+@dataclasses.dataclass
+class _Operation:
+    fn: Callable[[sqlite3.Connection], Any]
+    deferred: defer.Deferred
+    name: str
+
+
+def _unavailable(error: BaseException) -> Failure:
+    return Failure(StoreUnavailable(f"{type(error).__name__}: {error}"))
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _jsonable(value):
+    """Headers as twisted gives them (bytes, lists of bytes) turned into JSON-friendly values."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(_jsonable(k)): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _pruned_body(body: dict) -> dict:
+    """A message's JSON with everything personal removed: what the audit row keeps."""
+    return {
+        "id": body["id"], "channel_id": body["channel_id"], "channel_type": body["channel_type"],
+        "external_id": body.get("external_id"), "sender": "", "sender_name": None, "text": "",
+        "received_at": body["received_at"], "location": None, "media": [], "public": body.get("public", False),
+        "reply_to": None, "permalink": None, "extra": {},
+    }
+
+
+_DELIVERY_COLUMNS = "d.id, d.destination_id, d.attempts, m.body, m.triage"
+
+
+def _delivery(row, attempt=None) -> Delivery:
+    delivery_id, destination_id, attempts, body, triage = row[:5]
+    return Delivery(id=delivery_id, destination_id=destination_id, message=Message.from_json(json.loads(body)),
+                    triage=Triage.from_json(json.loads(triage)),
+                    attempt=attempts if attempt is None else attempt)
+
+
+@implementer(IStore)
+class SQLiteStore:
+    """
+    An :class:`~gateway.interfaces.IStore` in the SQLite file at ``path``.
+
+    ``reactor`` is where Deferreds fire (``callFromThread``) and where ``now`` comes from when an
+    operation has none. ``synchronous`` is SQLite's ``PRAGMA synchronous``: ``NORMAL`` (default;
+    in WAL mode a process crash loses nothing committed, a power cut may lose the last commits but
+    never corrupts) or ``FULL`` (an fsync per commit: nothing committed is lost even on power
+    loss). ``busy_timeout`` (seconds) is how long a write waits for a lock held by another
+    process (a backup, an operator's ``sqlite3`` shell). ``max_batch`` caps the operations of one
+    group commit so an urgent accept never waits behind an unbounded batch.
+    """
+
+    def __init__(self, path: str, reactor, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
+                 max_batch: int = 500, migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
+        mode = str(synchronous).upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}")
+        self.path = path
+        self.synchronous = mode
+        self._reactor = reactor
+        self._busy_timeout = busy_timeout
+        self._max_batch = max(1, int(max_batch))
+        self._migrations = tuple(migrations)
+        self._cond = threading.Condition()
+        self._queue: list = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._accepting = False
+        self._stopping = False
+        self._stop_waiters: list[defer.Deferred] = []
+        #: Batches committed and operations run, for benchmarks and metrics.
+        self.commits = 0
+        self.operations = 0
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def start(self):
+        """Start the writer thread, open the file and migrate it. Fails with StoreUnavailable or SchemaError."""
+        if self._thread is not None:
+            return defer.succeed(None)
+        started = defer.Deferred()
+        self._accepting = True
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, args=(started,), name="siaga-store-writer", daemon=True)
+        self._thread.start()
+        return started
+
+    def stop(self):
+        """Run everything already queued, close the file; fires when the thread has ended."""
+        if self._thread is None:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._stop_waiters.append(waiter)
+        with self._cond:
+            self._accepting = False
+            self._stopping = True
+            self._cond.notify()
+        return waiter
+
+    def _open(self):
+        """Open, tune and migrate the file: ``(connection, journal mode, from version, to version)``."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if self.path != ":memory:" and not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            before, after = _migrations.apply(conn, self._migrations)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, mode, before, after
+
+    def _run(self, started: defer.Deferred) -> None:
+        try:
+            conn, mode, before, after = self._open()
+        except _migrations.SchemaError:
+            self._reactor.callFromThread(self._start_failed, started, Failure())
+            return
+        except (sqlite3.Error, OSError) as e:
+            self._reactor.callFromThread(self._start_failed, started, _unavailable(e))
+            return
+        self._reactor.callFromThread(self._started, started, mode, before, after)
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._stopping:
+                        self._cond.wait()
+                    if not self._queue:
+                        break
+                    count = min(len(self._queue), self._max_batch)
+                    batch = [heapq.heappop(self._queue)[2] for _ in range(count)]
+                outcomes = self._execute(conn, batch)
+                self._reactor.callFromThread(self._fire, outcomes)
+        finally:
+            conn.close()
+            self._reactor.callFromThread(self._closed)
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Operation]):
+        """Run ``batch`` in one transaction; return ``[(operation, ok, result or Failure)]``."""
+        outcomes: list[list] = []
+        try:
+            conn.execute("BEGIN")
+            for operation in batch:
+                conn.execute("SAVEPOINT operation")
+                try:
+                    value = operation.fn(conn)
+                except sqlite3.Error as e:
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled the whole transaction back: nothing of the batch was kept
+                    conn.execute("ROLLBACK TO operation")
+                    conn.execute("RELEASE operation")
+                    outcomes.append([operation, False, _unavailable(e)])
+                except Exception:  # noqa: BLE001 - fails this operation only, with its traceback
+                    failure = Failure()
+                    conn.execute("ROLLBACK TO operation")
+                    conn.execute("RELEASE operation")
+                    outcomes.append([operation, False, failure])
+                else:
+                    conn.execute("RELEASE operation")
+                    outcomes.append([operation, True, value])
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.operations += len(batch)
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            done = {id(outcome[0]) for outcome in outcomes}
+            for outcome in outcomes:
+                if outcome[1]:
+                    outcome[1], outcome[2] = False, _unavailable(e)
+            outcomes.extend([operation, False, _unavailable(e)] for operation in batch if id(operation) not in done)
+        return outcomes
+
+    # -- the reactor side --------------------------------------------------------------------
+
+    def _started(self, started, mode, before, after):
+        if mode.lower() != "wal":
+            log.info("store {path}: journal mode is {mode}, not WAL", path=self.path, mode=mode)
+        if before != after:
+            log.info("store {path}: schema migrated from version {before} to {after}",
+                     path=self.path, before=before, after=after)
+        log.info("store {path} open (synchronous={synchronous})", path=self.path, synchronous=self.synchronous)
+        started.callback(None)
+
+    def _start_failed(self, started, failure):
+        self._thread = None
+        self._accepting = False
+        log.error("store {path} could not be opened: {reason}", path=self.path, reason=failure.getErrorMessage())
+        started.errback(failure)
+
+    def _closed(self):
+        self._thread = None
+        self._stopping = False
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _fire(self, outcomes):
+        for operation, ok, value in outcomes:
+            if ok:
+                operation.deferred.callback(value)
+            else:
+                if value.check(StoreUnavailable):
+                    log.error("store write failed ({operation}): {reason}", operation=operation.name,
+                             reason=value.getErrorMessage())
+                operation.deferred.errback(value)
+
+    def _submit(self, name: str, fn: Callable[[sqlite3.Connection], Any], urgent: bool = False) -> defer.Deferred:
+        if not self._accepting:
+            return defer.fail(StoreUnavailable("the store is not running"))
+        deferred = defer.Deferred()
+        with self._cond:
+            heapq.heappush(self._queue, (_URGENT if urgent else _ROUTINE, next(self._seq),
+                                         _Operation(fn, deferred, name)))
+            self._cond.notify()
+        return deferred
+
+    def run_in_writer(self, fn: Callable[[sqlite3.Connection], Any], urgent: bool = False) -> defer.Deferred:
+        """
+        Run ``fn(connection)`` on the writer thread inside the next batch's transaction and fire
+        with its result: for maintenance commands and tests. ``fn`` must not commit.
+        """
+        return self._submit(getattr(fn, "__name__", "run_in_writer"), fn, urgent)
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def accept(self, intakes):
+        intakes = list(intakes)
+        try:
+            prepared = [(intake, _dumps(intake.message.to_json()), _dumps(intake.triage.to_json()),
+                         [new_id() for _ in intake.destinations]) for intake in intakes]
+        except Exception:  # noqa: BLE001 - a value that cannot be stored fails this call
+            return defer.fail()
+        now = self._reactor.seconds()
+        urgent = any(intake.triage.priority == EMERGENCY for intake in intakes)
+        return self._submit("accept", lambda conn: self._accept(conn, prepared, now), urgent=urgent)
+
+    @staticmethod
+    def _accept(conn, prepared, now):
+        results = []
+        for intake, body, triage_json, delivery_ids in prepared:
+            message, triage = intake.message, intake.triage
+            if message.external_id is not None:
+                row = conn.execute("SELECT body, triage FROM messages WHERE channel_id = ? AND external_id = ?",
+                                   (message.channel_id, message.external_id)).fetchone()
+            else:
+                row = conn.execute("SELECT body, triage FROM messages WHERE id = ? AND channel_id = ?",
+                                   (message.id, message.channel_id)).fetchone()
+            if row is not None:
+                results.append(Accepted(Message.from_json(json.loads(row[0])), Triage.from_json(json.loads(row[1])),
+                                        duplicate=True))
+                continue
+            conn.execute(
+                "INSERT INTO messages (id, channel_id, channel_type, external_id, sender, sender_name, text, body,"
+                " triage, priority, received_at, ticket) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (message.id, message.channel_id, message.channel_type, message.external_id, message.sender,
+                 message.sender_name, message.text, body, triage_json, triage.priority, message.received_at,
+                 message.ticket))
+            emergency = triage.priority == EMERGENCY
+            state, attempts = ("in_flight", 1) if emergency else ("pending", 0)
+            due = min(message.received_at, now)
+            conn.executemany(
+                "INSERT INTO deliveries (id, message_id, destination_id, priority, state, attempts, next_attempt_at,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(delivery_id, message.id, destination_id, triage.priority, state, attempts, due, now, now)
+                 for delivery_id, destination_id in zip(delivery_ids, intake.destinations)])
+            deliveries = tuple(Delivery(delivery_id, destination_id, message, triage, attempt=1)
+                               for delivery_id, destination_id in zip(delivery_ids, intake.destinations))
+            results.append(Accepted(message, triage, deliveries=deliveries))
+        return results
+
+    def quarantine(self, channel_id, reason, body, headers):
+        try:
+            row = (channel_id, reason, bytes(body), _dumps(_jsonable(dict(headers or {}))), self._reactor.seconds())
+        except Exception:  # noqa: BLE001 - a value that cannot be stored fails this call
+            return defer.fail()
+
+        def insert(conn):
+            conn.execute("INSERT INTO quarantine (channel_id, reason, body, headers, received_at)"
+                         " VALUES (?, ?, ?, ?, ?)", row)
+        return self._submit("quarantine", insert)
+
+    def quarantined(self, channel_id=None, limit=100):
+        """
+        Fire with the quarantined bodies, newest first, as dicts with ``id``, ``channel_id``,
+        ``reason``, ``body`` (bytes), ``headers`` (dict) and ``received_at``.
+        """
+        def select(conn):
+            sql = "SELECT id, channel_id, reason, body, headers, received_at FROM quarantine"
+            args: list = []
+            if channel_id is not None:
+                sql += " WHERE channel_id = ?"
+                args.append(channel_id)
+            sql += " ORDER BY received_at DESC, id DESC LIMIT ?"
+            args.append(limit)
+            return [{"id": r[0], "channel_id": r[1], "reason": r[2], "body": bytes(r[3]),
+                     "headers": json.loads(r[4]), "received_at": r[5]} for r in conn.execute(sql, args)]
+        return self._submit("quarantined", select)
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def claim(self, priority, limit, now):
+        def claim(conn):
+            if limit <= 0:
+                return []
+            rows = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                " WHERE d.state = 'pending' AND d.priority = ? AND d.next_attempt_at <= ?"
+                " ORDER BY d.next_attempt_at, d.id LIMIT ?", (priority, now, limit)).fetchall()
+            conn.executemany("UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, updated_at = ?"
+                             " WHERE id = ?", [(now, row[0]) for row in rows])
+            return [_delivery(row, attempt=row[2] + 1) for row in rows]
+        return self._submit("claim", claim)
+
+    def next_due(self, priority):
+        def select(conn):
+            return conn.execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND priority = ?",
+                                (priority,)).fetchone()[0]
+        return self._submit("next_due", select)
+
+    def _update(self, name, sql, args, delivery_id):
+        def update(conn):
+            if conn.execute(sql, args).rowcount == 0:
+                raise KeyError(delivery_id)
+        return self._submit(name, update)
+
+    def delivered(self, delivery_id, receipt, now):
+        reference = url = detail = None
+        if receipt is not None:
+            reference, url, detail = receipt.reference, receipt.url, receipt.detail
+        return self._update(
+            "delivered",
+            "UPDATE deliveries SET state = 'delivered', receipt_reference = ?, receipt_url = ?, receipt_detail = ?,"
+            " updated_at = ? WHERE id = ?", (reference, url, detail, now, delivery_id), delivery_id)
+
+    def retry_later(self, delivery_id, error, at):
+        return self._update(
+            "retry_later",
+            "UPDATE deliveries SET state = 'pending', last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+            (None if error is None else str(error), at, self._reactor.seconds(), delivery_id), delivery_id)
+
+    def dead_letter(self, delivery_id, error, now):
+        return self._update(
+            "dead_letter",
+            "UPDATE deliveries SET state = 'dead', last_error = ?, failed_at = ?, updated_at = ? WHERE id = ?",
+            (None if error is None else str(error), now, now, delivery_id), delivery_id)
+
+    def dead_letters(self, destination_id=None, limit=100):
+        def select(conn):
+            sql = (f"SELECT {_DELIVERY_COLUMNS}, d.last_error, d.failed_at FROM deliveries d"
+                   " JOIN messages m ON m.id = d.message_id WHERE d.state = 'dead'")
+            args: list = []
+            if destination_id is not None:
+                sql += " AND d.destination_id = ?"
+                args.append(destination_id)
+            sql += " ORDER BY d.failed_at DESC, d.id DESC LIMIT ?"
+            args.append(limit)
+            return [DeadLetter(_delivery(row), row[5], row[2], row[6]) for row in conn.execute(sql, args)]
+        return self._submit("dead_letters", select)
+
+    def replay(self, delivery_ids=None, destination_id=None, now=None):
+        when = self._reactor.seconds() if now is None else now
+        sql = ("UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?, failed_at = NULL,"
+               " updated_at = ? WHERE state = 'dead'")
+        args: list = [when, when]
+        if destination_id is not None:
+            sql += " AND destination_id = ?"
+            args.append(destination_id)
+        ids = None if delivery_ids is None else list(delivery_ids)
+
+        def replay(conn):
+            if ids is None:
+                return conn.execute(sql, args).rowcount
+            if not ids:
+                return 0
+            return conn.executemany(sql + " AND id = ?", [args + [i] for i in ids]).rowcount
+        return self._submit("replay", replay)
+
+    def recover(self, now):
+        def recover(conn):
+            return conn.execute("UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ?"
+                                " WHERE state = 'in_flight'", (now, now)).rowcount
+        return self._submit("recover", recover)
+
+    def depth(self):
+        def select(conn):
+            counts = {priority: 0 for priority in PRIORITIES}
+            for priority, count in conn.execute(
+                    "SELECT priority, COUNT(*) FROM deliveries WHERE state IN ('pending', 'in_flight')"
+                    " GROUP BY priority"):
+                counts[priority] = count
+            return counts
+        return self._submit("depth", select)
+
+    # -- replies -----------------------------------------------------------------------------
+
+    def record_reply(self, reply, receipt, status, now):
+        reference = receipt.reference if receipt is not None else None
+        row = (reply.id, reply.channel_id, reference or reply.id, reply.recipient, reply.text,
+               reply.in_reply_to.id if reply.in_reply_to is not None else None, reference, status,
+               receipt.detail if receipt is not None else None, now, now)
+
+        def insert(conn):
+            conn.execute("INSERT OR REPLACE INTO replies (id, channel_id, external_id, recipient, text, message_id,"
+                         " receipt_reference, status, detail, created_at, updated_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return self._submit("record_reply", insert)
+
+    def update_reply_status(self, update):
+        when = self._reactor.seconds()
+
+        def apply(conn):
+            return conn.execute("UPDATE replies SET status = ?, detail = ?, updated_at = ?"
+                                " WHERE channel_id = ? AND external_id = ?",
+                                (update.status, update.detail, when, update.channel_id, update.external_id)
+                                ).rowcount > 0
+        return self._submit("update_reply_status", apply)
+
+    # -- health and retention ----------------------------------------------------------------
+
+    def check_writable(self):
+        when = self._reactor.seconds()
+
+        def touch(conn):
+            conn.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('checked_at', ?)", (str(when),))
+        return self._submit("check_writable", touch)
+
+    def prune(self, older_than_seconds, now, chunk=500):
+        """
+        Retention: blank the personal data (text, sender, sender name, media, location, extra) of
+        messages received more than ``older_than_seconds`` before ``now`` whose deliveries are all
+        delivered or dead, keeping the audit row (ids, channel, received_at, ticket, triage
+        category, deliveries with their receipts). Replies older than the limit lose recipient
+        and text; quarantined bodies older than the limit are deleted. Works in transactions of
+        ``chunk`` messages so urgent accepts are not held up. Fires with
+        ``{"messages": n, "replies": n, "quarantine": n}``.
+        """
+        cutoff = now - older_than_seconds
+        totals = {"messages": 0, "replies": 0, "quarantine": 0}
+
+        def prune_messages(conn):
+            rows = conn.execute(
+                "SELECT id, body, triage FROM messages m WHERE pruned = 0 AND received_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.state IN ('pending', 'in_flight'))"
+                " LIMIT ?", (cutoff, chunk)).fetchall()
+            updates = []
+            for message_id, body, triage in rows:
+                triage_json = json.loads(triage)
+                triage_json["location"] = None
+                updates.append((_dumps(_pruned_body(json.loads(body))), _dumps(triage_json), message_id))
+            conn.executemany("UPDATE messages SET text = '', sender = '', sender_name = NULL, body = ?, triage = ?,"
+                             " pruned = 1 WHERE id = ?", updates)
+            return len(rows)
+
+        def prune_rest(conn):
+            totals["replies"] = conn.execute("UPDATE replies SET recipient = '', text = '', pruned = 1"
+                                             " WHERE pruned = 0 AND created_at < ?", (cutoff,)).rowcount
+            totals["quarantine"] = conn.execute("DELETE FROM quarantine WHERE received_at < ?", (cutoff,)).rowcount
+            return totals
+
+        def step(count):
+            totals["messages"] += count
+            if count >= chunk:
+                return self._submit("prune", prune_messages).addCallback(step)
+            return self._submit("prune", prune_rest)
+        return self._submit("prune", prune_messages).addCallback(step)

@@ -1,0 +1,221 @@
+"""SQLiteStore passes the store contract, and what only a file-backed store can show."""
+
+import os
+import sqlite3
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from gateway.errors import StoreUnavailable
+from gateway.message import EMERGENCY, Receipt, Reply
+from gateway.store.contract import StoreContractTests, _intake
+from gateway.store.sqlite import SQLiteStore
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor
+
+
+class SQLiteStoreContractTests(StoreContractTests, TestCase):
+    def make_store(self):
+        self.path = self.mktemp() + ".db"
+        return SQLiteStore(self.path, _reactor())
+
+    def reopen_store(self):
+        return SQLiteStore(self.path, _reactor())
+
+    def set_writable(self, store, writable):
+        def query_only(conn):
+            conn.execute(f"PRAGMA query_only = {0 if writable else 1}")
+        return store.run_in_writer(query_only)
+
+    def quarantined(self, store):
+        return store.quarantined()
+
+
+class _Blocked:
+    """Holds the writer thread inside an operation until released, so a test can queue a batch."""
+
+    def __init__(self, store):
+        import threading
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+        def hold(conn):
+            self.entered.set()
+            self.release.wait(30)
+        self.done = store.run_in_writer(hold)
+        self.entered.wait(30)
+
+    def open(self):
+        self.release.set()
+        return self.done
+
+
+class WriterThreadTests(TestCase):
+    def setUp(self):
+        self.path = self.mktemp() + ".db"
+        self.store = SQLiteStore(self.path, _reactor())
+        self.addCleanup(self.store.stop)
+        return self.store.start()
+
+    def block(self):
+        blocked = _Blocked(self.store)
+        self.addCleanup(blocked.release.set)
+        return blocked
+
+    @defer.inlineCallbacks
+    def test_wal_and_synchronous(self):
+        mode = yield self.store.run_in_writer(lambda conn: conn.execute("PRAGMA journal_mode").fetchone()[0])
+        self.assertEqual(mode, "wal")
+        level = yield self.store.run_in_writer(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+        self.assertEqual(level, 1)  # NORMAL
+
+    @defer.inlineCallbacks
+    def test_full_synchronous(self):
+        store = SQLiteStore(self.mktemp() + ".db", _reactor(), synchronous="full")
+        yield store.start()
+        self.addCleanup(store.stop)
+        level = yield store.run_in_writer(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+        self.assertEqual(level, 2)
+
+    def test_bad_synchronous(self):
+        self.assertRaises(ValueError, SQLiteStore, "x.db", _reactor(), synchronous="sometimes")
+
+    @defer.inlineCallbacks
+    def test_queued_operations_share_one_commit(self):
+        blocked = self.block()
+        before = self.store.commits
+        accepts = [self.store.accept([_intake(f"pesan {i}", external_id=f"e{i}")]) for i in range(20)]
+        yield blocked.open()
+        results = yield defer.gatherResults(accepts)
+        self.assertEqual(len(results), 20)
+        self.assertEqual(self.store.commits - before, 2, "the held batch, then all twenty accepts in one")
+
+    @defer.inlineCallbacks
+    def test_urgent_operations_go_first(self):
+        order = []
+
+        def note(deferred, name):
+            # a batch's Deferreds fire in the order its operations ran
+            return deferred.addCallback(lambda _: order.append(name))
+        blocked = self.block()
+        done = [note(self.store.run_in_writer(lambda conn: None), "routine-1"),
+                note(self.store.accept([_intake("biasa", external_id="n")]), "accept"),
+                note(self.store.run_in_writer(lambda conn: None, urgent=True), "urgent"),
+                note(self.store.accept([_intake("kebakaran", priority=EMERGENCY, external_id="sos")]), "emergency"),
+                note(self.store.run_in_writer(lambda conn: None), "routine-2")]
+        yield blocked.open()
+        yield defer.gatherResults(done)
+        self.assertEqual(order, ["urgent", "emergency", "routine-1", "accept", "routine-2"])
+        rows = yield self.store.run_in_writer(
+            lambda conn: conn.execute("SELECT external_id FROM messages ORDER BY rowid").fetchall())
+        self.assertEqual(rows, [("sos",), ("n",)])
+
+    @defer.inlineCallbacks
+    def test_failing_operation_does_not_spoil_its_batch(self):
+        def broken(conn):
+            conn.execute("INSERT INTO store_meta (key, value) VALUES ('half', 'done')")
+            raise ValueError("not a store problem")
+        blocked = self.block()
+        first = self.store.accept([_intake("satu", external_id="1")])
+        middle = self.store.run_in_writer(broken)
+        last = self.store.accept([_intake("dua", external_id="2")])
+        yield blocked.open()
+        yield self.assertFailure(middle, ValueError)
+        accepted = yield defer.gatherResults([first, last])
+        self.assertEqual(len(accepted), 2)
+        half = yield self.store.run_in_writer(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM store_meta WHERE key = 'half'").fetchone()[0])
+        self.assertEqual(half, 0, "the failed operation's writes are rolled back")
+        count = yield self.store.run_in_writer(lambda conn: conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        self.assertEqual(count, 2)
+
+    @defer.inlineCallbacks
+    def test_disk_full_fails_with_store_unavailable_and_recovers(self):
+        pages = yield self.store.run_in_writer(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+        yield self.store.run_in_writer(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+        blocked = self.block()
+        small = self.store.accept([_intake("kecil", external_id="small")])
+        big = self.store.accept([_intake("besar " * 20000, external_id="big")])
+        yield blocked.open()
+        # SQLite rolls the whole transaction back on a full disk: both accepts of the batch fail
+        yield self.assertFailure(small, StoreUnavailable)
+        yield self.assertFailure(big, StoreUnavailable)
+        yield self.assertFailure(self.store.accept([_intake("besar " * 20000, external_id="big")]), StoreUnavailable)
+        yield self.store.run_in_writer(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+        accepted = yield self.store.accept([_intake("kecil", external_id="small"),
+                                            _intake("besar " * 20000, external_id="big")])
+        self.assertEqual([a.duplicate for a in accepted], [False, False])
+
+    @defer.inlineCallbacks
+    def test_stopped_store_refuses_work(self):
+        yield self.store.stop()
+        yield self.assertFailure(self.store.accept([_intake()]), StoreUnavailable)
+        yield self.assertFailure(self.store.check_writable(), StoreUnavailable)
+        yield self.store.stop()
+
+    @defer.inlineCallbacks
+    def test_stop_finishes_queued_work(self):
+        blocked = self.block()
+        accepts = [self.store.accept([_intake(f"m{i}", external_id=f"q{i}")]) for i in range(5)]
+        stopped = self.store.stop()
+        blocked.open()
+        yield stopped
+        results = yield defer.gatherResults(accepts)
+        self.assertEqual(len(results), 5)
+        conn = sqlite3.connect(self.path)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0], 5)
+
+    @defer.inlineCallbacks
+    def test_start_on_an_unusable_path_fails(self):
+        store = SQLiteStore(self.mktemp(), _reactor())
+        os.makedirs(store.path)  # a directory where the file should be
+        yield self.assertFailure(store.start(), StoreUnavailable)
+        yield self.assertFailure(store.accept([_intake()]), StoreUnavailable)
+
+    @defer.inlineCallbacks
+    def test_headers_as_twisted_gives_them(self):
+        yield self.store.quarantine("wa", "bad signature shape", b"\x00\x01", {b"Content-Type": [b"application/json"]})
+        kept = yield self.store.quarantined()
+        self.assertEqual(kept[0]["headers"], {"Content-Type": ["application/json"]})
+        self.assertEqual(kept[0]["body"], b"\x00\x01")
+
+    @defer.inlineCallbacks
+    def test_unknown_delivery(self):
+        yield self.assertFailure(self.store.delivered("nope", None, 1.0), KeyError)
+        yield self.assertFailure(self.store.dead_letter("nope", "x", 1.0), KeyError)
+
+    @defer.inlineCallbacks
+    def test_prune_in_chunks_and_of_replies_and_quarantine(self):
+        accepted = yield self.store.accept([_intake(f"m{i}", external_id=f"p{i}", destinations=()) for i in range(5)])
+        self.assertEqual(len(accepted), 5)
+        yield self.store.quarantine("web", "bad", b"nomor saya 0812", {})
+        yield self.store.record_reply(Reply("web", "+6281200000001", "Diterima"), Receipt(reference="r1"), "sent", 0.0)
+        result = yield self.store.prune(60, _reactor().seconds() + 3600, chunk=2)
+        self.assertEqual(result, {"messages": 5, "replies": 1, "quarantine": 1})
+        rows = yield self.store.run_in_writer(
+            lambda conn: conn.execute("SELECT text, sender, sender_name, pruned, body FROM messages").fetchall())
+        for text, sender, sender_name, pruned, body in rows:
+            self.assertEqual((text, sender, sender_name, pruned), ("", "", None, 1))
+            self.assertNotIn("Warga", body)
+            self.assertNotIn("+62812", body)
+        reply = yield self.store.run_in_writer(
+            lambda conn: conn.execute("SELECT recipient, text, status FROM replies").fetchone())
+        self.assertEqual(reply, ("", "", "sent"))
+
+    @defer.inlineCallbacks
+    def test_backup_while_running(self):
+        yield self.store.accept([_intake("disimpan", external_id="b1")])
+        target_path = self.mktemp() + ".backup.db"
+        source = sqlite3.connect(self.path)
+        target = sqlite3.connect(target_path)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+        yield self.store.accept([_intake("sesudah", external_id="b2")])
+        self.assertEqual(target.execute("SELECT text FROM messages").fetchall(), [("disimpan",)])
+        target.close()
