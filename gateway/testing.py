@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Dict, List, Optional, Tuple
 
 from treq.testing import StubTreq
@@ -61,6 +62,7 @@ class MemoryStore:
         self.rows: Dict[str, _Row] = {}
         self.quarantined: List[dict] = []
         self.replies: Dict[Tuple[str, str], dict] = {}
+        self.pruned: set = set()
 
     def _write(self):
         if not self.writable:
@@ -101,9 +103,13 @@ class MemoryStore:
     def quarantine(self, channel_id, reason, body, headers):
         return defer.maybeDeferred(self._quarantine, channel_id, reason, body, headers)
 
+    def _now(self):
+        return self.clock.seconds() if self.clock is not None else time.time()
+
     def _quarantine(self, channel_id, reason, body, headers):
         self._write()
-        self.quarantined.append({"channel_id": channel_id, "reason": reason, "body": body, "headers": headers})
+        self.quarantined.append({"channel_id": channel_id, "reason": reason, "body": body, "headers": headers,
+                                 "received_at": self._now()})
 
     def claim(self, priority, limit, now):
         return defer.maybeDeferred(self._claim, priority, limit, now)
@@ -207,6 +213,40 @@ class MemoryStore:
 
     def check_writable(self):
         return defer.maybeDeferred(self._write)
+
+    def prune(self, older_than_seconds, now):
+        """
+        Retention, as the SQLite store does it: blank the personal data of messages older than
+        the limit whose deliveries are all delivered or dead, blank old replies, drop old
+        quarantined bodies. Fires with ``{"messages": n, "replies": n, "quarantine": n}``.
+        """
+        def prune():
+            self._write()
+            cutoff = now - older_than_seconds
+            live = {r.delivery.message.id for r in self.rows.values() if r.state in ("pending", "in_flight")}
+            counts = {"messages": 0, "replies": 0, "quarantine": 0}
+            for message_id, (message, triage) in list(self.messages.items()):
+                if message_id in self.pruned or message_id in live or message.received_at >= cutoff:
+                    continue
+                blank = dataclasses.replace(message, sender="", sender_name=None, text="", location=None, media=(),
+                                            reply_to=None, permalink=None, extra={})
+                blank_triage = dataclasses.replace(triage, location=None)
+                self.messages[message_id] = (blank, blank_triage)
+                for row in self.rows.values():
+                    if row.delivery.message.id == message_id:
+                        row.delivery = dataclasses.replace(row.delivery, message=blank, triage=blank_triage)
+                self.pruned.add(message_id)
+                counts["messages"] += 1
+            for entry in self.replies.values():
+                if not entry.get("pruned") and entry["at"] < cutoff:
+                    entry["reply"] = dataclasses.replace(entry["reply"], recipient="", text="", in_reply_to=None)
+                    entry["pruned"] = True
+                    counts["replies"] += 1
+            kept = [q for q in self.quarantined if q["received_at"] >= cutoff]
+            counts["quarantine"] = len(self.quarantined) - len(kept)
+            self.quarantined[:] = kept
+            return counts
+        return defer.maybeDeferred(prune)
 
 
 @implementer(IDestination)
