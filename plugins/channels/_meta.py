@@ -127,7 +127,8 @@ def load_envelope(body: bytes, expected_object: str) -> list:
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedRequest(f"the body is not JSON ({e}); Meta sends a JSON object") from e
     if not isinstance(document, dict):
-        raise MalformedRequest(f"the body is a JSON {type(document).__name__}, expected an object with "
+        kind = {list: "array", str: "string", type(None): "null", bool: "boolean"}.get(type(document), "number")
+        raise MalformedRequest(f"the body is a JSON {kind}, expected an object with "
                                f"\"object\": \"{expected_object}\"")
     found = document.get("object")
     if found != expected_object:

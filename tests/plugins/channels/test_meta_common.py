@@ -185,7 +185,7 @@ class EnvelopeTests(SynchronousTestCase):
 
     def test_not_an_object(self):
         error = self.assertRaises(MalformedRequest, _meta.load_envelope, b"[1, 2]", "page")
-        self.assertIn("list", error.reason)
+        self.assertIn("JSON array", error.reason)
 
     def test_wrong_object(self):
         error = self.assertRaises(MalformedRequest, _meta.load_envelope, load("whatsapp_wrong_object.json"),
