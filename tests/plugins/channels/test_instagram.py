@@ -130,7 +130,7 @@ class SendTests(SynchronousTestCase):
         d = channel.send(self.dm_reply(channel))
         stub.flush()
         self.assertEqual(self.successResultOf(d).reference, "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjSENT")
-        method, path, headers, body = last_json(target)
+        _method, path, headers, body = last_json(target)
         self.assertEqual((path, headers["host"]), (b"/v25.0/me/messages", ["graph.facebook.com"]))
         self.assertEqual(headers["authorization"], [f"Bearer {ACCESS_TOKEN}"])
         self.assertEqual(body, {"recipient": {"id": PERSON}, "messaging_type": "RESPONSE",
@@ -141,7 +141,7 @@ class SendTests(SynchronousTestCase):
         d = channel.send(self.dm_reply(channel))
         stub.flush()
         self.successResultOf(d)
-        method, path, headers, body = last_json(target)
+        _method, path, headers, _body = last_json(target)
         self.assertEqual((path, headers["host"]), (b"/v25.0/me/messages", ["graph.instagram.com"]))
         self.assertEqual(headers["authorization"], [f"Bearer {ACCESS_TOKEN}"])
 
@@ -154,7 +154,7 @@ class SendTests(SynchronousTestCase):
         self.assertTrue(text.endswith("\u2026"))
 
     def test_outside_the_window(self):
-        channel, target, clock, stub = self.channel()
+        channel, _target, clock, _stub = self.channel()
         clock.advance(25 * 3600)
         self.failureResultOf(channel.send(self.dm_reply(channel)), PermanentDeliveryError)
         tagged, tagged_target, tagged_clock, tagged_stub = self.channel(human_agent_tag=True)
@@ -173,7 +173,7 @@ class SendTests(SynchronousTestCase):
         d = channel.send(reply)
         stub.flush()
         self.assertEqual(self.successResultOf(d).reference, "17999999999999999")
-        method, path, headers, body = last_json(target)
+        _method, path, _headers, body = last_json(target)
         self.assertEqual(path, b"/v25.0/17987654321098765/replies")
         self.assertEqual(body, {"message": "Sudah kami teruskan, SGA-ABCD1234"})
 
@@ -184,7 +184,7 @@ class SendTests(SynchronousTestCase):
                                in_reply_to=mention))
         stub.flush()
         self.successResultOf(d)
-        method, path, headers, body = last_json(target)
+        _method, path, _headers, body = last_json(target)
         self.assertEqual(path, f"/v25.0/{ACCOUNT_ID}/mentions".encode())
         self.assertEqual(body, {"media_id": "17918195224117851", "comment_id": "17894227972186120",
                                 "message": "Terima kasih"})

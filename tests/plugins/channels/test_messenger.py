@@ -202,7 +202,7 @@ class SendTests(SynchronousTestCase):
         d = channel.send(reply)
         stub.flush()
         self.assertEqual(self.successResultOf(d).reference, "1122334455667788_998877665544999")
-        method, path, headers, body = last_json(target)
+        _method, path, headers, body = last_json(target)
         self.assertEqual(path, b"/v25.0/1122334455667788_998877665544332/comments")
         self.assertEqual(headers["authorization"], [f"Bearer {ACCESS_TOKEN}"])
         self.assertEqual(body, {"message": "Terima kasih, tiket SGA-ABCD1234"})
