@@ -141,6 +141,18 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(len(parsed.ignored), 4)
         self.assertTrue(all(name.startswith("unknown:") for name in parsed.ignored))
 
+    def test_username_user_without_phone_number(self):
+        # Users with a WhatsApp username may come with a business-scoped user id (BSUID) only.
+        body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+            "field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "6285250001112", "phone_number_id": PHONE_NUMBER_ID},
+                "contacts": [{"profile": {"name": "Andi", "username": "@andi"}, "user_id": "ID.1410018717833190"}],
+                "messages": [{"from_user_id": "ID.1410018717833190", "id": "wamid.BSUID1",
+                              "timestamp": "1767225600", "type": "text", "text": {"body": "Halo"}}]}}]}]}).encode()
+        (message,) = self.channel.parse(make_request(body=body), body).messages
+        self.assertEqual((message.sender, message.sender_name), ("ID.1410018717833190", "Andi"))
+
     def test_malformed_bodies(self):
         for name in ("malformed_truncated.json", "whatsapp_wrong_object.json", "messenger_messages.json"):
             body = load(name)
@@ -181,6 +193,17 @@ class SendTests(SynchronousTestCase):
         self.assertEqual(body["text"]["body"], "Laporan diterima, tiket SGA-ABCD1234")
         self.assertEqual(body["context"], {"message_id": "wamid.IN1"})
         self.assertEqual(body["biz_opaque_callback_data"], reply.id)
+
+    def test_reply_to_a_username_user_goes_to_recipient(self):
+        channel, target, _, stub = self.channel()
+        original = citizen_message(channel, "ID.1410018717833190", PAYLOAD_TIME)
+        d = channel.send(Reply(channel_id=channel.name, recipient=original.sender, text="Tiket SGA-ABCD1234",
+                               in_reply_to=original))
+        stub.flush()
+        self.successResultOf(d)
+        body = last_json(target)[3]
+        self.assertEqual(body["recipient"], "ID.1410018717833190")
+        self.assertNotIn("to", body)
 
     def test_graph_url_and_version_are_options(self):
         channel, target, _, stub = self.channel(graph_url="http://127.0.0.1:9/graph/", api_version="v23.0")
