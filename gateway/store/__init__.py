@@ -12,15 +12,20 @@ from typing import Any
 
 BACKENDS = ("sqlite", "memory")
 
+#: Keys of the ``store:`` configuration block that the core uses itself (retention is run by the
+#: service, which calls ``prune``); ``make_store`` ignores them.
+_NOT_FOR_THE_STORE = frozenset({"backend", "retention_days"})
+
 
 def make_store(backend: str, options: Mapping[str, Any], reactor):
     """
     An unstarted store. ``backend`` ``"sqlite"`` takes ``options`` ``{"path": ..., "synchronous":
-    "NORMAL" | "FULL"}`` (and optionally ``busy_timeout`` seconds and ``max_batch``);
+    "NORMAL" | "FULL"}`` (and optionally ``busy_timeout`` seconds and ``max_batch``; the whole
+    ``store:`` block may be passed, ``backend`` and ``retention_days`` are ignored);
     ``"memory"`` keeps everything in memory (tests, demos: nothing survives a restart).
     Raises ``ValueError`` for an unknown backend or a bad option.
     """
-    options = dict(options or {})
+    options = {key: value for key, value in dict(options or {}).items() if key not in _NOT_FOR_THE_STORE}
     if backend == "sqlite":
         from gateway.store.sqlite import SQLiteStore
         if not options.get("path"):

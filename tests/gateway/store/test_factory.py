@@ -16,6 +16,11 @@ class MakeStoreTests(SynchronousTestCase):
         self.assertEqual(store.path, "var/siaga.db")
         self.assertEqual(store.synchronous, "FULL")
 
+    def test_takes_the_whole_config_block(self):
+        block = {"backend": "sqlite", "path": "var/siaga.db", "synchronous": "NORMAL", "retention_days": 90.0}
+        store = make_store("sqlite", block, task.Clock())
+        self.assertEqual((store.path, store.synchronous), ("var/siaga.db", "NORMAL"))
+
     def test_sqlite_defaults_to_normal(self):
         store = make_store("sqlite", {"path": "x.db"}, task.Clock())
         self.assertEqual(store.synchronous, "NORMAL")
