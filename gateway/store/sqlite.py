@@ -259,6 +259,13 @@ class SQLiteStore:
         self._thread = None
         self._accepting = False
         log.error("store {path} could not be opened: {reason}", path=self.path, reason=failure.getErrorMessage())
+        with self._cond:
+            queued, self._queue = self._queue, []
+        for _, _, operation in sorted(queued):
+            operation.deferred.errback(StoreUnavailable(f"the store could not be opened: {failure.getErrorMessage()}"))
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
         started.errback(failure)
 
     def _closed(self):

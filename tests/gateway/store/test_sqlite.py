@@ -173,7 +173,11 @@ class WriterThreadTests(TestCase):
     def test_start_on_an_unusable_path_fails(self):
         store = SQLiteStore(self.mktemp(), _reactor())
         os.makedirs(store.path)  # a directory where the file should be
-        yield self.assertFailure(store.start(), StoreUnavailable)
+        started = store.start()
+        queued = store.accept([_intake()])
+        yield self.assertFailure(started, StoreUnavailable)
+        yield self.assertFailure(queued, StoreUnavailable)
+        yield store.stop()
         yield self.assertFailure(store.accept([_intake()]), StoreUnavailable)
 
     @defer.inlineCallbacks
