@@ -1,40 +1,115 @@
 """
-The default classifier: keyword rules. A first rule set; the full rule engine replaces it.
+The default classifier: the triage rule engine (:mod:`gateway.triage`), and the
+``siaga triage`` command that runs it over texts.
+
+Configuration (``triage:`` in the gateway configuration)::
+
+    triage:
+      classifier: rules
+      rules_dir: config/triage     # optional; the rule files (default: the repository's)
+      places_dir: config/places    # optional; the place lists (default: the repository's)
 """
 
-import re
+from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
 from zope.interface import implementer
 
 from gateway.hookspecs import hookimpl
 from gateway.interfaces import IClassifier
-from gateway.message import EMERGENCY, NORMAL, Triage
+from gateway.message import NORMAL, Triage
+from gateway.options import Option
+from gateway.triage import DEFAULT_PLACES_DIR, DEFAULT_RULES_DIR, TriageConfigError, load_engine
 
-_EMERGENCY_WORDS = {
-    "fire": ("kebakaran", "terbakar", "api"),
-    "flood": ("banjir",),
-    "medical": ("pingsan", "ambulans", "ambulan", "sesak"),
-    "traffic_accident": ("kecelakaan", "tabrakan", "laka"),
-    "crime": ("perampokan", "begal", "penusukan"),
-}
+
+def _directory(value):
+    return None if Path(value).is_dir() else f"expected a directory, got {value!r}"
 
 
 @implementer(IClassifier)
-class KeywordClassifier:
-    options = ()
+class RuleClassifier:
+    """
+    Keyword and context rules over normalised Indonesian, with a gazetteer for locations.
+    Built once at start-up (a bad rule file raises :class:`TriageConfigError`); ``classify``
+    is pure and never raises.
+    """
+
+    options = (
+        Option("rules_dir", str, default=str(DEFAULT_RULES_DIR), check=_directory,
+               doc="Directory of the triage rule files (lexicon, emergencies, context, routing)."),
+        Option("places_dir", str, default=str(DEFAULT_PLACES_DIR), check=_directory,
+               doc="Directory of the place lists (*.yaml) of the gazetteer."),
+    )
 
     def __init__(self, name="rules", options=None, context=None):
+        options = dict(options or {})
         self.name = name
+        self.engine = load_engine(options.get("rules_dir") or DEFAULT_RULES_DIR,
+                                  options.get("places_dir") or DEFAULT_PLACES_DIR)
 
     def classify(self, message):
-        words = set(re.findall(r"\w+", message.text.lower()))
-        for category, keywords in _EMERGENCY_WORDS.items():
-            hit = words.intersection(keywords)
-            if hit:
-                return Triage(EMERGENCY, category, 0.6, tuple(f"keyword:{w}" for w in sorted(hit)))
-        return Triage(NORMAL, "complaint", 0.5, ("default",))
+        try:
+            return self.engine.classify(message)
+        except Exception:
+            # The contract: never raise on the ingest path. A message the rules cannot read is
+            # kept and routed as an ordinary complaint, with its channel location if any.
+            return Triage(NORMAL, "complaint", 0.0, ("error:classifier",), getattr(message, "location", None))
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                        help="gateway configuration whose 'triage:' section configures the classifier")
+    parser.add_argument("text", nargs="*", help="texts to triage (default: each line of standard input)")
+
+
+def triage_options(config_path):
+    """The classifier options of the ``triage:`` section of ``config_path`` (without ``classifier``)."""
+    if not config_path:
+        return {}
+    with open(config_path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    section = data.get("triage") if isinstance(data, dict) else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise TriageConfigError(f"{config_path}: triage: expected a mapping")
+    options = {k: v for k, v in section.items() if k != "classifier"}
+    base = Path(config_path).resolve().parent
+    for key in ("rules_dir", "places_dir"):
+        if isinstance(options.get(key), str) and not Path(options[key]).is_absolute():
+            candidate = Path(options[key])
+            options[key] = str(candidate if candidate.exists() else base / candidate)
+    return options
+
+
+def run(args, stdin=None, stdout=None):
+    stdin = stdin if stdin is not None else sys.stdin
+    stdout = stdout if stdout is not None else sys.stdout
+    try:
+        classifier = RuleClassifier("rules", triage_options(getattr(args, "config", None)), None)
+    except (TriageConfigError, OSError, yaml.YAMLError) as e:
+        print(f"siaga triage: {e}", file=sys.stderr)
+        return 2
+    texts = list(args.text) if getattr(args, "text", None) else (line.rstrip("\n") for line in stdin)
+    from gateway.message import Message
+
+    for text in texts:
+        message = Message(channel_id="cli", channel_type="cli", sender="cli", text=text)
+        result = classifier.classify(message).to_json()
+        stdout.write(json.dumps(dict(text=text, **result), ensure_ascii=False) + "\n")
+    return 0
 
 
 @hookimpl
 def siaga_register_classifiers(register):
-    register("rules", KeywordClassifier)
+    register("rules", RuleClassifier)
+
+
+@hookimpl
+def siaga_register_commands(register):
+    register("triage", add_arguments, run)
