@@ -9,6 +9,7 @@ The channel's block is read from the configuration file with a deliberately smal
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -20,6 +21,7 @@ from twisted.internet import defer
 
 from plugins.channels.telegram import DEFAULT_API
 
+DEFAULT_CONFIG = "config/gateway.yaml"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRETS = ("bot_token", "secret_token")
 
@@ -39,6 +41,9 @@ def add_arguments(parser) -> None:
                              help="discard the updates Telegram is holding for the bot")
     delete = actions.add_parser("delete-webhook", help="stop Telegram sending to a webhook (for polling mode)")
     delete.add_argument("--channel", required=True, help="the channel's id in the configuration")
+    for action in (set_webhook, delete):
+        action.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                            help=f"the configuration file (default: {DEFAULT_CONFIG})")
 
 
 def _resolve(value: Any, where: str, environ: Mapping[str, str]) -> Any:
@@ -125,7 +130,7 @@ def call_api(http_client, api_url: str, payload: dict, reactor=None):
 
 def run(args, environ: Mapping[str, str] = os.environ) -> int:
     try:
-        block = read_channel(args.config, args.channel, environ)
+        block = read_channel(getattr(args, "config", None) or DEFAULT_CONFIG, args.channel, environ)
         if args.telegram_action == "set-webhook":
             api_url, payload = webhook_request(block, args.url, args.drop_pending_updates)
             done = f"webhook of channel {args.channel} set to {payload['url']}"

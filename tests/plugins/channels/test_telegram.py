@@ -496,10 +496,13 @@ class SetWebhookTests(SynchronousTestCase):
     def test_arguments_and_bad_config_exit_code(self):
         parser = argparse.ArgumentParser()
         _telegram_cli.add_arguments(parser)
-        args = parser.parse_args(["set-webhook", "--channel", "tg", "--url", "https://x.example/h"])
-        self.assertEqual((args.telegram_action, args.channel, args.url), ("set-webhook", "tg", "https://x.example/h"))
-        args.config = self.config
-        self.assertEqual(_telegram_cli.run(args, environ={}), 2)
+        args = parser.parse_args(["set-webhook", "--channel", "tg", "--url", "https://x.example/h",
+                                  "--config", self.config])
+        self.assertEqual((args.telegram_action, args.channel, args.url, args.config),
+                         ("set-webhook", "tg", "https://x.example/h", self.config))
+        self.assertEqual(_telegram_cli.run(args, environ={}), 2, "TG_TOKEN is not set")
+        args = parser.parse_args(["delete-webhook", "--channel", "sms", "--config", self.config])
+        self.assertEqual(_telegram_cli.run(args, environ=self.environ), 2, "not a telegram channel")
 
     def test_registered_as_command(self):
         commands = {}
