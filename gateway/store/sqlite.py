@@ -113,11 +113,12 @@ class SQLiteStore:
     never corrupts) or ``FULL`` (an fsync per commit: nothing committed is lost even on power
     loss). ``busy_timeout`` (seconds) is how long a write waits for a lock held by another
     process (a backup, an operator's ``sqlite3`` shell). ``max_batch`` caps the operations of one
-    group commit so an urgent accept never waits behind an unbounded batch.
+    group commit so an urgent accept never waits behind an unbounded batch. ``check_writable``
+    fails when the database's file system has less than ``min_free_bytes`` left.
     """
 
     def __init__(self, path: str, reactor, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
-                 max_batch: int = 500, migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
+                 max_batch: int = 500, min_free_bytes: int = 16 * 1024 * 1024, migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}")
@@ -126,6 +127,7 @@ class SQLiteStore:
         self._reactor = reactor
         self._busy_timeout = busy_timeout
         self._max_batch = max(1, int(max_batch))
+        self.min_free_bytes = int(min_free_bytes)
         self._migrations = tuple(migrations)
         self._cond = threading.Condition()
         self._queue: list = []
@@ -360,7 +362,7 @@ class SQLiteStore:
                          " VALUES (?, ?, ?, ?, ?)", row)
         return self._submit("quarantine", insert)
 
-    def quarantined(self, channel_id=None, limit=100):
+    def list_quarantine(self, channel_id=None, limit=100):
         """
         Fire with the quarantined bodies, newest first, as dicts with ``id``, ``channel_id``,
         ``reason``, ``body`` (bytes), ``headers`` (dict) and ``received_at``.
@@ -375,7 +377,7 @@ class SQLiteStore:
             args.append(limit)
             return [{"id": r[0], "channel_id": r[1], "reason": r[2], "body": bytes(r[3]),
                      "headers": json.loads(r[4]), "received_at": r[5]} for r in conn.execute(sql, args)]
-        return self._submit("quarantined", select)
+        return self._submit("list_quarantine", select)
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -499,10 +501,21 @@ class SQLiteStore:
     # -- health and retention ----------------------------------------------------------------
 
     def check_writable(self):
+        """
+        Write the time into ``store_meta`` (which fails on a read-only, locked, corrupt or
+        vanished file) and fail with StoreUnavailable too when the file system holding the
+        database has less than ``min_free_bytes`` left, so readiness fails before accepts do.
+        """
         when = self._reactor.seconds()
 
         def touch(conn):
             conn.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('checked_at', ?)", (str(when),))
+            if self.path != ":memory:":
+                stat = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+                free = stat.f_bavail * stat.f_frsize
+                if free < self.min_free_bytes:
+                    raise StoreUnavailable(f"only {free} bytes free on the database's file system"
+                                           f" (at least {self.min_free_bytes} wanted)")
         return self._submit("check_writable", touch)
 
     def prune(self, older_than_seconds, now, chunk=500):

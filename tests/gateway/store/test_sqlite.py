@@ -31,7 +31,7 @@ class SQLiteStoreContractTests(StoreContractTests, TestCase):
         return store.run_in_writer(query_only)
 
     def quarantined(self, store):
-        return store.quarantined()
+        return store.list_quarantine()
 
 
 class _Blocked:
@@ -150,6 +150,17 @@ class WriterThreadTests(TestCase):
         self.assertEqual([a.duplicate for a in accepted], [False, False])
 
     @defer.inlineCallbacks
+    def test_check_writable_wants_free_space(self):
+        self.store.min_free_bytes = 1 << 62
+        failure = yield self.assertFailure(self.store.check_writable(), StoreUnavailable)
+        self.assertIn("free", str(failure))
+        accepted = yield self.store.accept([_intake(external_id="still")])
+        self.assertEqual(len(accepted[0].deliveries), 1, "accepts go on while there is room")
+        self.store.min_free_bytes = 0
+        result = yield self.store.check_writable()
+        self.assertIsNone(result)
+
+    @defer.inlineCallbacks
     def test_stopped_store_refuses_work(self):
         yield self.store.stop()
         yield self.assertFailure(self.store.accept([_intake()]), StoreUnavailable)
@@ -183,7 +194,7 @@ class WriterThreadTests(TestCase):
     @defer.inlineCallbacks
     def test_headers_as_twisted_gives_them(self):
         yield self.store.quarantine("wa", "bad signature shape", b"\x00\x01", {b"Content-Type": [b"application/json"]})
-        kept = yield self.store.quarantined()
+        kept = yield self.store.list_quarantine()
         self.assertEqual(kept[0]["headers"], {"Content-Type": ["application/json"]})
         self.assertEqual(kept[0]["body"], b"\x00\x01")
 
