@@ -19,6 +19,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet import defer
+from twisted.web.client import (
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.http_headers import Headers
 
 from gateway.errors import DeliveryError, TemporaryDeliveryError, error_for_status
@@ -37,6 +42,10 @@ AUTH_OPTIONS = (
 )
 
 USER_AGENT = b"Siaga/0.1 (+citizen report gateway)"
+
+#: Failures of a connection that was open when the request started: typically a kept-alive
+#: connection the server had closed meanwhile. ``send`` marks them ``connection_lost``.
+_LOST = (RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived)
 
 
 def auth_headers(options: Mapping[str, Any], token: str | None = None) -> dict[bytes, bytes]:
@@ -94,7 +103,9 @@ def send(client, reactor, method: str, url: str, headers: Mapping[bytes, bytes],
     def no_answer(failure):
         if failure.check(DeliveryError):
             return failure
-        raise TemporaryDeliveryError(f"no answer from {origin(url)}: {describe(failure.value)}")
+        error = TemporaryDeliveryError(f"no answer from {origin(url)}: {describe(failure.value)}")
+        error.connection_lost = failure.check(*_LOST) is not None
+        raise error
 
     d = defer.maybeDeferred(client.request, method, url, headers=raw, data=body, allow_redirects=False)
     d.addCallback(read)

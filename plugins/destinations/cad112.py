@@ -13,7 +13,8 @@ Every request carries ``Idempotency-Key: <delivery id>``, the delivery id also b
 ``identifier`` / EIDO ``documentIdentification`` / JSON ``delivery_id``, and the authentication
 configured (bearer token, per target or shared; basic; or an API key header).
 
-Latency: with ``dedicated_pool`` (the default) and a real reactor and treq client, ``start()``
+Latency: a request whose kept-alive connection turns out to be closed is sent once more at once
+on a fresh connection (within the same deadline). With ``dedicated_pool`` (the default) and a real reactor and treq client, ``start()``
 opens a keep-alive connection pool of this destination's own (``max_persistent_per_host``
 connections per host) and warms it with a cheap request to each target (``warm_method``,
 ``warm_path``; the answer is ignored). With a test client (``StubTreq``) or a reactor without
@@ -189,14 +190,28 @@ class Cad112Destination:
         headers = {b"Content-Type": content_type, b"Idempotency-Key": delivery.id.encode("ascii"),
                    b"Accept": b"application/json, application/xml;q=0.9, */*;q=0.5"}
         headers.update(auth_headers(self.config, target.token))
-        started = self.context.reactor.seconds()
-        d = send(self.client, self.context.reactor, "POST", target.url, headers, body, self.config["timeout"])
+        reactor, timeout = self.context.reactor, self.config["timeout"]
+        started = reactor.seconds()
+        d = send(self.client, reactor, "POST", target.url, headers, body, timeout)
+
+        def again(failure):
+            # A kept-alive connection the server closed while idle fails a POST at once; one
+            # immediate resend on a fresh connection, within the same deadline, beats a queued retry.
+            failure.trap(TemporaryDeliveryError)
+            left = timeout - (reactor.seconds() - started)
+            if getattr(failure.value, "connection_lost", False) and left > 0:
+                log.info("cad112 {destination}: connection to {target} lost, sending {delivery_id} again",
+                         destination=self.name, target=origin(target.url), delivery_id=delivery.id)
+                return send(self.client, reactor, "POST", target.url, headers, body, left)
+            return failure
+
+        d.addErrback(again)
         d.addCallback(raise_for_status)
 
         def taken(answer):
             log.info("cad112 {destination}: delivery {delivery_id} taken by {target} ({code}) in {ms:.0f} ms",
                      destination=self.name, delivery_id=delivery.id, target=origin(target.url), code=answer.code,
-                     ms=(self.context.reactor.seconds() - started) * 1000)
+                     ms=(reactor.seconds() - started) * 1000)
             return answer
 
         def failed(failure):

@@ -9,9 +9,12 @@ import re
 
 from lxml import etree
 from treq.testing import StubTreq
-from twisted.internet import task
+from twisted.internet import defer, task
+from twisted.internet.error import ConnectionDone
 from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseNeverReceived
 from zope.interface.verify import verifyClass
 
 from gateway.context import PluginContext
@@ -326,6 +329,46 @@ class TimeoutAndStartTests(SynchronousTestCase):
         d = destination.start()
         clock.advance(3)
         self.assertIsNone(self.successResultOf(d))
+
+
+class LostConnection:
+    """A client whose first ``lost`` requests fail as on a kept-alive connection the server closed."""
+
+    def __init__(self, target, lost=1):
+        self.stub = StubTreq(target)
+        self.lost = lost
+        self.calls = 0
+
+    def request(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls <= self.lost:
+            return defer.fail(ResponseNeverReceived([Failure(ConnectionDone())]))
+        return self.stub.request(*args, **kwargs)
+
+
+class LostConnectionTests(SynchronousTestCase):
+    def make(self, client, **options):
+        context = PluginContext(reactor=task.Clock(), http_client=client)
+        return Cad112Destination("command-centre", dict(targets=["https://cad.example/a"], **options), context)
+
+    def test_sent_again_once_on_a_fresh_connection(self):
+        target = RecordingTarget()
+        client = LostConnection(target)
+        self.successResultOf(self.make(client).deliver(sample_delivery()))
+        self.assertEqual((client.calls, len(target.requests)), (2, 1))
+
+    def test_not_more_than_once(self):
+        target = RecordingTarget()
+        client = LostConnection(target, lost=2)
+        failure = self.failureResultOf(self.make(client).deliver(sample_delivery()), TemporaryDeliveryError)
+        self.assertIn("ResponseNeverReceived", failure.value.reason)
+        self.assertEqual((client.calls, len(target.requests)), (2, 0))
+
+    def test_an_error_answer_is_not_sent_again(self):
+        target = RecordingTarget(code=503)
+        client = LostConnection(target, lost=0)
+        self.failureResultOf(self.make(client).deliver(sample_delivery()), TemporaryDeliveryError)
+        self.assertEqual(client.calls, 1)
 
 
 class LoggingTests(SynchronousTestCase):
