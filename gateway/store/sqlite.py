@@ -118,7 +118,8 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str, reactor, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
-                 max_batch: int = 500, min_free_bytes: int = 16 * 1024 * 1024, migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
+                 max_batch: int = 500, min_free_bytes: int = 16 * 1024 * 1024,
+                 migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}")
@@ -190,6 +191,9 @@ class SQLiteStore:
             return
         except (sqlite3.Error, OSError) as e:
             self._reactor.callFromThread(self._start_failed, started, _unavailable(e))
+            return
+        except Exception:  # noqa: BLE001 - whatever stops the file opening fails start()
+            self._reactor.callFromThread(self._start_failed, started, Failure())
             return
         self._reactor.callFromThread(self._started, started, mode, before, after)
         try:
