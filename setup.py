@@ -14,9 +14,10 @@ setup(
         "pyyaml>=6.0",
         "prometheus-client>=0.20",
         "zope.interface>=6.0",
+        "oauthlib>=3.2",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff"],
+        "test": ["pytest>=8", "ruff", "twilio", "capvalidator"],
     },
     entry_points={"console_scripts": ["siaga = gateway.cli:main"]},
 )

@@ -8,7 +8,8 @@ The ``siaga`` command: everything a sysadmin does besides running the daemon.
     siaga replay ID... | --all          send dead letters again
     siaga <command>                     commands registered by plugins (e.g. triage)
 
-Every command takes ``--config FILE`` (default ``config/gateway.yaml``).
+Every command takes ``--config FILE`` (default ``config/gateway.yaml``); plugin commands get
+``args.config`` as None when it was not given.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def _print_error(text: str) -> int:
 
 
 def check_config(args, registry) -> int:
+    from gateway.service import check_plugins
     path = args.file or args.config
     try:
         config = load_config(path, registry)
+        check_plugins(config, registry)
     except ConfigError as e:
         return _print_error(str(e))
     print(f"{path}: OK ({len(config.channels)} channel(s), {len(config.destinations)} destination(s), "
@@ -41,7 +44,7 @@ def check_config(args, registry) -> int:
 
 
 def list_plugins(args, pm, registry) -> int:
-    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
+    for name, _ in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         print(name)
         for kind in ("channels", "destinations", "classifiers"):
             for registered in sorted(getattr(registry, kind).values(), key=lambda r: r.name):
@@ -142,9 +145,12 @@ def migrate(args, registry) -> int:
 
 
 def build_parser(registry) -> argparse.ArgumentParser:
+    # --config may stand before or after the sub-command; SUPPRESS keeps a sub-parser from
+    # overwriting a value given before it.
+    parser = argparse.ArgumentParser(prog="siaga", description="Siaga gateway administration.")
+    parser.add_argument("--config", "-c", default=None, help=f"configuration file (default: {DEFAULT_CONFIG})")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="configuration file (default: %(default)s)")
-    parser = argparse.ArgumentParser(prog="siaga", description="Siaga gateway administration.", parents=[common])
+    common.add_argument("--config", "-c", default=argparse.SUPPRESS, help=f"configuration file (default: {DEFAULT_CONFIG})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("check-config", parents=[common], help="check a configuration file without starting")
@@ -166,9 +172,7 @@ def build_parser(registry) -> argparse.ArgumentParser:
     p.add_argument("--destination", "-d")
 
     for name, (add_arguments, _, _) in sorted(registry.commands.items()):
-        p = sub.add_parser(name, parents=[common], help=f"(plugin command) {name}")
-        p.set_defaults(config=None)
-        add_arguments(p)
+        add_arguments(sub.add_parser(name, help=f"(plugin command) {name}"))
     return parser
 
 
@@ -183,6 +187,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command in registry.commands:
+        _, run, _ = registry.commands[args.command]
+        return run(args) or 0
+    args.config = args.config or DEFAULT_CONFIG
     if args.command == "check-config":
         return check_config(args, registry)
     if args.command == "plugins":
@@ -191,10 +199,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return migrate(args, registry)
     if args.command == "dead-letters":
         return dead_letters(args, registry)
-    if args.command == "replay":
-        return replay(args, registry)
-    _, run, _ = registry.commands[args.command]
-    return run(args) or 0
+    return replay(args, registry)
 
 
 if __name__ == "__main__":

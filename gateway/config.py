@@ -40,6 +40,7 @@ class PluginConfig:
     name: str
     type: str
     options: Mapping[str, Any]
+    line: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +310,8 @@ def parse_config(text: str, path: str, registry, environ: Mapping[str, str]) -> 
                      f"unknown classifier {classifier!r}; installed: {', '.join(sorted(registry.classifiers))}")
     triage_options = checker.block(triage_block, registry.classifiers[classifier].factory.options, "triage",
                                    skip=("classifier",))
-    triage = PluginConfig(classifier, classifier, types.MappingProxyType(triage_options))
+    triage = PluginConfig(classifier, classifier, types.MappingProxyType(triage_options),
+                          getattr(top, "lines", {}).get("triage", 0))
 
     channels = _plugins(checker, top["channels"], "channels", registry.channels, "channel")
     destinations = _plugins(checker, top["destinations"], "destinations", registry.destinations, "destination")
@@ -354,7 +356,7 @@ def _plugins(checker, section, keypath, types_, what) -> Tuple[PluginConfig, ...
         if not enabled:
             continue
         options = checker.block(block, types_[type_name].factory.options, keyp, skip=("type", "enabled"))
-        result.append(PluginConfig(name, type_name, types.MappingProxyType(options)))
+        result.append(PluginConfig(name, type_name, types.MappingProxyType(options), section.lines.get(name, 0)))
     return tuple(result)
 
 

@@ -134,6 +134,7 @@ class Dispatcher:
         self._pumping: Dict[str, bool] = {}
         self._again: Dict[str, bool] = {}
         self._timers: Dict[str, object] = {}
+        self._held: set = set()
         self._sent_at: Dict[str, Deque[float]] = collections.defaultdict(collections.deque)
         self._attempts: Dict[str, defer.Deferred] = {}
         self.lag = 0.0
@@ -189,10 +190,10 @@ class Dispatcher:
         self.lag = max(0.0, now - self._last_tick - self.lag_interval)
         self._last_tick = now
         self.metrics.reactor_lag.set(self.lag)
-        if self.lag <= self.lag_threshold:
-            for priority in OTHER_LANES:
-                if self._again.get(priority):
-                    self.wake(priority)
+        if self.lag <= self.lag_threshold and self._held:
+            held, self._held = self._held, set()
+            for priority in held:
+                self.wake(priority)
 
     @property
     def saturated(self) -> bool:
@@ -251,8 +252,9 @@ class Dispatcher:
         while self.running:
             room = self._room(priority)
             if room <= 0:
-                if priority != EMERGENCY:
-                    self._again[priority] = True
+                # Full lanes are woken by their attempts ending; held-back ones by the lag probe.
+                if priority != EMERGENCY and self.saturated:
+                    self._held.add(priority)
                 break
             claimed = yield self.store.claim(priority, room, self.clock.seconds())
             if priority == EMERGENCY:

@@ -19,7 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
 from gateway import logs
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig, PluginConfig
 from gateway.context import PluginContext
 from gateway.dispatch import Dispatcher
 from gateway.ingest import Ingest
@@ -33,6 +33,32 @@ def pooled_http_client(reactor) -> HTTPClient:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
     return HTTPClient(Agent(reactor, pool=pool))
+
+
+def build_plugin(config: GatewayConfig, section: str, plugin: PluginConfig, types, context):
+    """
+    Construct one configured plugin. A plugin that refuses its options (``ValueError``,
+    ``TypeError``, ``KeyError``: a combination of keys it cannot work with) becomes a
+    :class:`ConfigError` naming the file, line and block.
+    """
+    factory = types[plugin.type].factory
+    try:
+        return factory(plugin.name, dict(plugin.options), context)
+    except (ValueError, TypeError, KeyError) as e:
+        key = section if section == "triage" else f"{section}.{plugin.name}"
+        raise ConfigError(config.path, plugin.line, key, str(e).strip("'\"")) from e
+
+
+def check_plugins(config: GatewayConfig, registry: Registry) -> None:
+    """Construct every configured plugin against a memory reactor, as start-up would; raises ConfigError."""
+    from treq.testing import StubTreq
+    from twisted.internet.testing import MemoryReactorClock
+    context = PluginContext(reactor=MemoryReactorClock(), http_client=StubTreq(None), state_dir=config.state_dir)
+    build_plugin(config, "triage", config.triage, registry.classifiers, context)
+    for plugin in config.channels:
+        build_plugin(config, "channels", plugin, registry.channels, context)
+    for plugin in config.destinations:
+        build_plugin(config, "destinations", plugin, registry.destinations, context)
 
 
 class _QuietSite(Site):
@@ -77,18 +103,15 @@ class GatewayService(MultiService):
 
         self.channels: Dict[str, object] = {}
         self.destinations: Dict[str, object] = {}
-        classifier = registry.classifiers[config.triage.type].factory
-        self.classifier = classifier(config.triage.name, dict(config.triage.options),
-                                     self._context("classifier", http_client_factory))
+        self.classifier = build_plugin(config, "triage", config.triage, registry.classifiers,
+                                       self._context("classifier", http_client_factory))
         for plugin in config.channels:
-            factory = registry.channels[plugin.type].factory
-            self.channels[plugin.name] = factory(plugin.name, dict(plugin.options),
-                                                 self._context(plugin.name, http_client_factory))
+            self.channels[plugin.name] = build_plugin(config, "channels", plugin, registry.channels,
+                                                      self._context(plugin.name, http_client_factory))
             self.state[f"channel:{plugin.name}"] = "starting"
         for plugin in config.destinations:
-            factory = registry.destinations[plugin.type].factory
-            self.destinations[plugin.name] = factory(plugin.name, dict(plugin.options),
-                                                     self._context(plugin.name, http_client_factory))
+            self.destinations[plugin.name] = build_plugin(config, "destinations", plugin, registry.destinations,
+                                                          self._context(plugin.name, http_client_factory))
             self.state[f"destination:{plugin.name}"] = "starting"
 
         self.dispatcher = Dispatcher(self.store, self.destinations, reactor, config.dispatch, self.metrics, hook)

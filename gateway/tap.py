@@ -50,13 +50,16 @@ class Options(usage.Options):
                 if problem:
                     raise usage.UsageError(f"--listen {endpoint}: {problem}")
             config = dataclasses.replace(config, listen=tuple(self["listen"]))
-        self.gateway_config = config
+        from twisted.internet import reactor
+
+        from gateway.service import GatewayService
+        try:
+            self.service = GatewayService(config, reactor, self.registry, hook=self.plugin_manager.hook,
+                                          install_logging=True)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from e
 
 
 def makeService(options):
-    """The gateway service for checked ``options``."""
-    from twisted.internet import reactor
-
-    from gateway.service import GatewayService
-    return GatewayService(options.gateway_config, reactor, options.registry, hook=options.plugin_manager.hook,
-                          install_logging=True)
+    """The gateway service built (and so checked) by ``options``."""
+    return options.service

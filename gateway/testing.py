@@ -27,11 +27,24 @@ from zope.interface.verify import verifyObject
 
 from gateway.context import PluginContext
 from gateway.errors import (
-    MalformedRequest, PermanentDeliveryError, RequestRefused, StoreUnavailable, TemporaryDeliveryError,
+    MalformedRequest,
+    PermanentDeliveryError,
+    RequestRefused,
+    StoreUnavailable,
+    TemporaryDeliveryError,
 )
 from gateway.interfaces import IChannel, IDestination, IStore
 from gateway.message import (
-    EMERGENCY, PRIORITIES, Accepted, DeadLetter, Delivery, Message, Parsed, Receipt, Triage, new_id,
+    EMERGENCY,
+    PRIORITIES,
+    Accepted,
+    DeadLetter,
+    Delivery,
+    Message,
+    Parsed,
+    Receipt,
+    Triage,
+    new_id,
 )
 from gateway.options import Option
 

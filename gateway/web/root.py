@@ -5,7 +5,6 @@ from __future__ import annotations
 from twisted.web.resource import NoResource, Resource
 
 import gateway
-
 from gateway.web.admin import Admin
 from gateway.web.channels import ChannelsResource
 from gateway.web.common import Unauthorized, bearer_ok, json_body

@@ -1,0 +1,251 @@
+"""Lanes, retries, circuit breakers and dead letters, on a task.Clock."""
+
+from twisted.internet import task
+from twisted.trial.unittest import SynchronousTestCase
+
+from gateway.config import Route
+from gateway.dispatch import CircuitBreaker, Dispatcher, RetryPolicy
+from gateway.errors import PermanentDeliveryError, TemporaryDeliveryError
+from gateway.message import EMERGENCY, NORMAL, Message, Triage
+from gateway.routing import route
+from gateway.testing import MemoryStore, RecordingDestination, intake_for
+
+SETTINGS = {"max_attempts": 4, "base_delay": 1.0, "max_delay": 60.0, "emergency_max_delay": 2.0,
+            "breaker_failures": 3, "breaker_reset": 30.0, "concurrency": 2, "emergency_concurrency": 4,
+            "poll_interval": 5.0, "lag_threshold": 1e9}  # task.Clock jumps are not reactor lag
+
+
+class RoutingTests(SynchronousTestCase):
+    routes = (
+        Route({"priority": ("emergency",)}, ("cad", "notify"), continue_=True),
+        Route({"priority": ("emergency",), "category": ("fire",)}, ("damkar",)),
+        Route({"channel": ("wa",)}, ("lapor",)),
+        Route({}, ("outbox",)),
+    )
+
+    def message(self, channel="web"):
+        return Message(channel_id=channel, channel_type="web", sender="1", text="x")
+
+    def test_continue_collects_destinations(self):
+        self.assertEqual(route(self.message(), Triage(EMERGENCY, "fire"), self.routes), ("cad", "notify", "damkar"))
+
+    def test_first_match_decides(self):
+        self.assertEqual(route(self.message("wa"), Triage(NORMAL, "complaint"), self.routes), ("lapor",))
+
+    def test_continue_then_catch_all(self):
+        self.assertEqual(route(self.message(), Triage(EMERGENCY, "flood"), self.routes), ("cad", "notify", "outbox"))
+
+    def test_no_routes(self):
+        self.assertEqual(route(self.message(), Triage(NORMAL, "complaint"), ()), ())
+
+
+class DispatchTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1000)
+        self.store = MemoryStore()
+        self.target = RecordingDestination("target")
+        self.other = RecordingDestination("other")
+        self.dispatcher = Dispatcher(self.store, {"target": self.target, "other": self.other}, self.clock, SETTINGS,
+                                     random_fraction=lambda: 1.0)
+        self.successResultOf(self.dispatcher.start())
+
+    def tearDown(self):
+        self.successResultOf(self.dispatcher.stop())
+
+    def accept(self, priority=NORMAL, destinations=("target",), count=1):
+        accepted = self.successResultOf(self.store.accept(
+            [intake_for(priority=priority, destinations=destinations, received_at=self.clock.seconds())
+             for _ in range(count)]))
+        self.dispatcher.submit(accepted)
+        return accepted
+
+    def states(self):
+        return sorted(row.state for row in self.store.rows.values())
+
+    def test_emergency_delivered_at_once(self):
+        self.accept(EMERGENCY)
+        self.assertEqual(len(self.target.delivered), 1)
+        self.assertEqual(self.states(), ["delivered"])
+
+    def test_normal_delivered_on_wake(self):
+        self.accept(NORMAL, count=3)
+        self.assertEqual(len(self.target.delivered), 3)
+        self.assertEqual(self.states(), ["delivered"] * 3)
+
+    def test_per_destination_concurrency(self):
+        self.target.hold = True
+        self.accept(NORMAL, count=5)
+        self.assertEqual(len(self.target.pending), 2)
+        self.target.pending[0].callback(None)
+        self.assertEqual(len(self.target.pending), 3)
+        for d in list(self.target.pending[1:]):
+            d.callback(None)
+        while len([d for d in self.target.pending if not d.called]):
+            for d in [d for d in self.target.pending if not d.called]:
+                d.callback(None)
+        self.assertEqual(self.states(), ["delivered"] * 5)
+
+    def test_emergency_does_not_wait_behind_normal(self):
+        self.target.hold = True
+        self.accept(NORMAL, count=5)
+        self.assertEqual(len(self.target.pending), 2)
+        self.target.hold = False
+        self.accept(EMERGENCY)
+        emergencies = [d for d in self.target.delivered if d.priority == EMERGENCY]
+        self.assertEqual(len(emergencies), 1)
+        for d in self.target.pending:
+            d.callback(None)
+
+    def test_temporary_failure_retried_with_backoff(self):
+        self.target.failure = TemporaryDeliveryError("503")
+        self.accept(NORMAL)
+        row = next(iter(self.store.rows.values()))
+        self.assertEqual((row.state, row.attempts), ("pending", 1))
+        self.assertEqual(row.next_attempt_at, self.clock.seconds() + 1.0)
+        self.clock.advance(1.0)
+        self.assertEqual((row.state, row.attempts), ("pending", 2))
+        self.assertEqual(row.next_attempt_at, self.clock.seconds() + 2.0)
+        self.target.failure = None
+        self.clock.advance(2.0)
+        self.assertEqual(row.state, "delivered")
+        self.assertEqual(row.attempts, 3)
+
+    def test_retry_after_honoured(self):
+        self.target.failure = TemporaryDeliveryError("429", retry_after=42.0)
+        self.accept(NORMAL)
+        row = next(iter(self.store.rows.values()))
+        self.assertEqual(row.next_attempt_at, self.clock.seconds() + 42.0)
+
+    def test_permanent_failure_dead_lettered_at_once(self):
+        self.target.failure = PermanentDeliveryError("400 bad payload")
+        self.accept(NORMAL)
+        dead = self.successResultOf(self.store.dead_letters())
+        self.assertEqual(len(dead), 1)
+        self.assertEqual(dead[0].error, "400 bad payload")
+
+    def test_out_of_attempts(self):
+        self.dispatcher.breakers["target"].threshold = 100
+        self.target.failure = TemporaryDeliveryError("down")
+        self.accept(NORMAL)
+        self.clock.pump([1.0, 2.0, 4.0, 8.0, 16.0])
+        dead = self.successResultOf(self.store.dead_letters())
+        self.assertEqual(len(dead), 1)
+        self.assertEqual(dead[0].attempts, 4)
+
+    def test_any_exception_is_temporary(self):
+        self.target.failure = RuntimeError("bug")
+        self.accept(NORMAL)
+        self.assertEqual(self.states(), ["pending"])
+
+    def test_emergency_retry_delay_is_capped(self):
+        self.target.failure = TemporaryDeliveryError("down")
+        self.accept(EMERGENCY)
+        self.clock.pump([1.0, 2.0])
+        row = next(iter(self.store.rows.values()))
+        self.assertLessEqual(row.next_attempt_at - self.clock.seconds(), 2.0)
+
+    def test_replay_from_elsewhere_picked_up_by_poll(self):
+        self.target.failure = PermanentDeliveryError("no")
+        self.accept(NORMAL)
+        self.target.failure = None
+        self.assertEqual(self.successResultOf(self.store.replay(now=self.clock.seconds())), 1)
+        self.clock.advance(5.0)
+        self.assertEqual(self.states(), ["delivered"])
+
+    def test_recover_in_flight_at_start(self):
+        store = MemoryStore()
+        self.successResultOf(store.accept([intake_for(priority=EMERGENCY, destinations=("target",))]))
+        self.assertEqual([r.state for r in store.rows.values()], ["in_flight"])
+        dispatcher = Dispatcher(store, {"target": self.target}, self.clock, SETTINGS)
+        self.successResultOf(dispatcher.start())
+        self.assertEqual([r.state for r in store.rows.values()], ["delivered"])
+        self.successResultOf(dispatcher.stop())
+
+    def test_unknown_destination_dead_lettered(self):
+        self.accept(NORMAL, destinations=("gone",))
+        self.assertEqual(self.states(), ["dead"])
+
+    def test_breaker_opens_and_probes(self):
+        self.target.failure = TemporaryDeliveryError("down")
+        self.accept(NORMAL, count=3)
+        breaker = self.dispatcher.breakers["target"]
+        self.assertEqual(breaker.state, "open")
+        self.assertEqual(self.dispatcher.status()["breakers"]["target"], "open")
+        self.target.failure = None
+        self.clock.pump([30.0, 0.01])
+        self.assertEqual(breaker.state, "closed")
+        self.clock.pump([5.0] * 10)
+        self.assertEqual(self.states(), ["delivered"] * 3)
+
+    def test_stop_waits_for_attempts(self):
+        self.target.hold = True
+        self.accept(EMERGENCY)
+        stopped = self.dispatcher.stop()
+        self.assertNoResult(stopped)
+        self.target.pending[0].callback(None)
+        self.successResultOf(stopped)
+
+    def test_observer_hooks(self):
+        calls = []
+
+        class Hook:
+            def siaga_delivered(self, delivery, receipt):
+                calls.append(("delivered", delivery.destination_id))
+
+            def siaga_dead_lettered(self, delivery, error):
+                calls.append(("dead", error))
+        self.dispatcher.hook = Hook()
+        self.accept(NORMAL)
+        self.other.failure = PermanentDeliveryError("gone")
+        self.accept(NORMAL, destinations=("other",))
+        self.assertEqual(calls, [("delivered", "target"), ("dead", "gone")])
+
+
+class SaturationTests(SynchronousTestCase):
+    def test_normal_lanes_hold_back_while_reactor_is_late(self):
+        clock = task.Clock()
+        store = MemoryStore()
+        target = RecordingDestination("target")
+        dispatcher = Dispatcher(store, {"target": target}, clock, dict(SETTINGS, lag_threshold=0.05))
+        self.successResultOf(dispatcher.start())
+        clock.advance(0.5)  # the lag probe, due every 0.1 s, ran 0.4 s late
+        self.assertTrue(dispatcher.saturated)
+        accepted = self.successResultOf(store.accept([intake_for(priority=NORMAL, destinations=("target",), received_at=0),
+                                                      intake_for(priority=EMERGENCY, destinations=("target",), received_at=0)]))
+        dispatcher.submit(accepted)
+        self.assertEqual([d.priority for d in target.delivered], [EMERGENCY])
+        clock.advance(0.1)  # on time again
+        self.assertFalse(dispatcher.saturated)
+        self.assertEqual(sorted(d.priority for d in target.delivered), [EMERGENCY, NORMAL])
+        self.successResultOf(dispatcher.stop())
+
+
+class PolicyTests(SynchronousTestCase):
+    def test_jitter_between_half_and_full_backoff(self):
+        from gateway.testing import sample_delivery
+        delivery = sample_delivery(priority=NORMAL)
+        low = RetryPolicy({"base_delay": 4.0}, lambda: 0.0).next_attempt(delivery, TemporaryDeliveryError("x"), 0.0)
+        high = RetryPolicy({"base_delay": 4.0}, lambda: 1.0).next_attempt(delivery, TemporaryDeliveryError("x"), 0.0)
+        self.assertEqual((low, high), (2.0, 4.0))
+
+    def test_breaker_states(self):
+        clock = task.Clock()
+        breaker = CircuitBreaker(clock, threshold=2, reset_after=10)
+        breaker.failed()
+        self.assertEqual(breaker.state, "closed")
+        breaker.failed()
+        self.assertEqual(breaker.state, "open")
+        self.assertFalse(breaker.allow())
+        clock.advance(10)
+        self.assertEqual(breaker.state, "half-open")
+        self.assertTrue(breaker.allow())
+        self.assertFalse(breaker.allow(), "one probe at a time")
+        breaker.failed()
+        self.assertEqual(breaker.state, "open")
+        clock.advance(10)
+        self.assertTrue(breaker.allow())
+        breaker.succeeded()
+        self.assertEqual(breaker.state, "closed")
+
+
