@@ -11,7 +11,9 @@ For one message:
    when the message shouts (``!!``, capitals, a held letter);
    *demotion*: the weight of every distinct ``demote`` group that fired;
 4. with the best category's evidence ``E`` and ``score = E + promotion - demotion``:
-   emergency when ``E >= emergency_evidence`` and ``score >= emergency_score``; high when there
+   emergency when ``E >= emergency_evidence`` and ``score >= emergency_score``, or when some
+   evidence is well supported (``E >= supported_evidence`` and ``score >= supported_score``:
+   ``buaya`` with a child taken and a shout); high when there
    is some evidence, ``score >= high_score`` and nothing demoted; high ``other_emergency`` for a
    shouted cry (``TOLOOONG``) with nothing else said; otherwise the routing category with the
    most weight (or the category a demote/mask group names, or the default) at its priority.
@@ -101,7 +103,8 @@ class TriageEngine:
         for number, value in sides.items():
             if value == 3:
                 pair = rules.pairs[number]
-                evidence[pair.category] = evidence.get(pair.category, 0) + scoring["pair_weight"]
+                weight = scoring["pair_weight"] if pair.weight is None else pair.weight
+                evidence[pair.category] = evidence.get(pair.category, 0) + weight
                 reasons.append(f"{pair.category}:{pair.name}")
 
         if normalised.shout:
@@ -120,9 +123,12 @@ class TriageEngine:
         for category, value in evidence.items():
             if value > best_evidence or (value == best_evidence and self._order[category] < self._order[best]):
                 best, best_evidence = category, value
+        best_evidence = min(best_evidence, scoring["evidence_cap"])
         score = best_evidence + promote - demote
 
-        if best is not None and best_evidence >= scoring["emergency_evidence"] and score >= scoring["emergency_score"]:
+        if best is not None and (
+                (best_evidence >= scoring["emergency_evidence"] and score >= scoring["emergency_score"])
+                or (best_evidence >= scoring["supported_evidence"] and score >= scoring["supported_score"])):
             confidence = min(0.99, 0.6 + 0.05 * score + (0.05 if promote else 0.0))
             reasons.append("decision:emergency")
             return Triage(EMERGENCY, best, round(confidence, 2), tuple(reasons), location)

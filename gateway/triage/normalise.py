@@ -121,7 +121,7 @@ class Normaliser:
         replaced = self._replace.get(word)
         if replaced is not None:
             return replaced
-        if word in self._known or not word.isalpha():
+        if not word.isalpha():
             return (word,)
         for suffix in _SUFFIXES:
             if word.endswith(suffix) and len(word) - len(suffix) >= 3:
@@ -131,6 +131,8 @@ class Normaliser:
                     return stem_words
                 if stem in self._known:
                     return (stem,)
+        if word in self._known:
+            return (word,)
         for prefix in _PREFIXES:
             if word.startswith(prefix) and len(word) - len(prefix) >= 4:
                 rest = word[len(prefix):]

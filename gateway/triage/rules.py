@@ -36,6 +36,9 @@ _SCORING_DEFAULTS = {
     "pair_weight": 3,
     "emergency_evidence": 3,
     "emergency_score": 3,
+    "supported_evidence": 1,
+    "supported_score": 4,
+    "evidence_cap": 5,
     "high_score": 1,
     "shout_weight": 1,
 }
@@ -68,6 +71,7 @@ class Term:
 class Pair:
     category: str
     name: str
+    weight: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,10 +178,10 @@ def _emergencies(doc: Document, index: PhraseIndex, pair_index: PhraseIndex):
         for i, pair in enumerate(doc.get(base + ("pairs",), list, required=False, default=[])):
             key = base + ("pairs", i)
             doc.get(key, dict)
-            doc.check_keys(key, ("name", "a", "b"))
+            doc.check_keys(key, ("name", "weight", "a", "b"))
             pair_name = doc.get(key + ("name",), str)
             number = len(pairs)
-            pairs.append(Pair(name, pair_name))
+            pairs.append(Pair(name, pair_name, doc.get(key + ("weight",), int, required=False)))
             for side, side_key in enumerate(("a", "b")):
                 if not doc.strings(key + (side_key,)):
                     raise doc.error(key + (side_key,), "expected at least one phrase")
