@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional
 from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -26,6 +26,10 @@ from gateway.ingest import Ingest
 from gateway.metrics import Metrics
 from gateway.plugins import Registry
 from gateway.web.root import Root
+
+
+#: Seconds between retention runs.
+RETENTION_INTERVAL = 3600.0
 
 
 def pooled_http_client(reactor) -> HTTPClient:
@@ -92,6 +96,7 @@ class GatewayService(MultiService):
         self.metrics = Metrics()
         self.started_at: Optional[float] = None
         self.state: Dict[str, str] = {}
+        self._retention: Optional[task.LoopingCall] = None
         http_client_factory = http_client_factory or (lambda name: pooled_http_client(reactor))
 
         if store is None:
@@ -166,9 +171,25 @@ class GatewayService(MultiService):
             yield self._start_plugin(f"destination:{name}", destination)
         yield self.dispatcher.start()
         self.ingest.open = True
+        self._start_retention()
         for name, channel in self.channels.items():
             yield self._start_plugin(f"channel:{name}", channel)
         self.log.info("Siaga ready")
+
+    def _start_retention(self):
+        """Prune personal data past ``store.retention_days``, at start and then hourly."""
+        days = self.config.store.get("retention_days")
+        if not days or not hasattr(self.store, "prune"):
+            return
+
+        def prune():
+            d = self.store.prune(days * 86400.0, self.clock.seconds())
+            d.addCallback(lambda counts: self.log.info("Retention pruned {counts}", counts=counts))
+            d.addErrback(lambda f: self.log.failure("Retention pruning failed", f))
+            return d
+        self._retention = task.LoopingCall(prune)
+        self._retention.clock = self.clock
+        self._retention.start(RETENTION_INTERVAL, now=True)
 
     @defer.inlineCallbacks
     def _start_plugin(self, key, plugin):
@@ -183,6 +204,8 @@ class GatewayService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):
         self.ingest.open = False
+        if self._retention is not None and self._retention.running:
+            self._retention.stop()
         yield defer.maybeDeferred(super().stopService)
         for name, channel in self.channels.items():
             yield self._quietly(channel.stop, f"channel {name}")

@@ -103,12 +103,13 @@ class MemoryStore:
             self.messages[message.id] = (message, intake.triage)
             self.by_key[message.dedupe_key] = message.id
             deliveries = []
+            # Due now, as the SQLite store does: a platform's timestamp may run ahead of our clock.
+            due = min(message.received_at, self.clock.seconds()) if self.clock else message.received_at
             for destination_id in intake.destinations:
                 delivery = Delivery(new_id(), destination_id, message, intake.triage, attempt=1)
                 direct = intake.triage.priority == EMERGENCY
                 self.rows[delivery.id] = _Row(
-                    delivery, "in_flight" if direct else "pending", message.received_at,
-                    attempts=1 if direct else 0)
+                    delivery, "in_flight" if direct else "pending", due, attempts=1 if direct else 0)
                 deliveries.append(delivery)
             results.append(Accepted(message, intake.triage, deliveries=tuple(deliveries)))
         return results

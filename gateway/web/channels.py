@@ -10,7 +10,8 @@ retries. The 2xx is only ever written after the durable commit.
 from __future__ import annotations
 
 from twisted.logger import Logger
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.util import Redirect
 
@@ -34,7 +35,7 @@ class ChannelsResource(Resource):
     def getChild(self, name, request):
         channel = self.channels.get(name.decode("utf-8", "replace"))
         if channel is None:
-            return NoResource("No such channel.")
+            return notFound("No such channel", "There is no channel by that name.")
         return ChannelResource(channel, self.ingest, self.store, self.metrics)
 
 
@@ -51,7 +52,7 @@ class ChannelResource(Resource):
             return self.webhook
         page = self.channel.page()
         if page is None:
-            return NoResource("This channel has no page.")
+            return notFound("No page", "This channel has no page.")
         if name == b"":
             return page
         return page.getChildWithDefault(name, request)

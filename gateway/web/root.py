@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 
 import gateway
 from gateway.web.admin import Admin
@@ -47,7 +48,7 @@ class Root(Resource):
             return self.admin
         if name == b"":
             return self
-        return NoResource()
+        return notFound()
 
     def render_GET(self, request):
         return json_body(request, 200, {"service": "siaga", "version": gateway.__version__,

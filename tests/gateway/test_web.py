@@ -1,6 +1,7 @@
 """The HTTP side, end to end in memory: webhooks, health, status, metrics, admin API."""
 
 import json
+import time
 import textwrap
 
 from treq.testing import StubTreq
@@ -53,10 +54,10 @@ class GatewayFixture:
 
     def make_gateway(self, text=CONFIG):
         self.reactor = MemoryReactorClock()
-        self.reactor.advance(1_800_000_000)
+        self.reactor.advance(time.time())  # messages are stamped with the wall clock
         reg, pm = registry()
         config = parse_config(textwrap.dedent(text), "test.yaml", reg, {})
-        self.store = MemoryStore()
+        self.store = MemoryStore(clock=self.reactor)
         self.gateway = GatewayService(config, self.reactor, reg, hook=pm.hook, store=self.store,
                                       http_client_factory=lambda name: StubTreq(None))
         self.gateway.startService()
@@ -271,3 +272,15 @@ class ProtectedStatusTests(GatewayFixture, SynchronousTestCase):
         self.assertEqual(self.request("GET", "/metrics", as_json=False)[0], 401)
         self.assertEqual(self.request("GET", "/status", headers={b"authorization": b"Bearer t"})[0], 200)
         self.assertEqual(self.request("GET", "/health/live")[0], 200)
+
+
+class RetentionTests(GatewayFixture, SynchronousTestCase):
+    def test_old_personal_data_pruned_hourly(self):
+        self.make_gateway(CONFIG.replace("store: {backend: memory}", "store: {backend: memory, retention_days: 1}"))
+        self.request("POST", "/channels/web/webhook", {"sender": "+6281299998888", "text": "Jalan rusak parah"})
+        [(message, _)] = self.store.messages.values()
+        self.reactor.advance(3600)
+        self.assertEqual(list(self.store.messages.values())[0][0].text, "Jalan rusak parah")
+        self.reactor.advance(86400)
+        [(pruned, _)] = self.store.messages.values()
+        self.assertEqual((pruned.id, pruned.text, pruned.sender), (message.id, "", ""))
