@@ -117,7 +117,7 @@ def _place(doc, key, kind, within, places, names, extra=()) -> str:
         lat = doc.get(key + ("lat",), float, required=False)
         lon = doc.get(key + ("lon",), float, required=False)
         if (lat is None) != (lon is None):
-            raise doc.error(key + ("lat" if lat is None else "lon",), "lat and lon go together")
+            raise doc.error(key + ("lon" if lat is None else "lat",), "lat and lon go together")
         if lat is not None and not (-90 <= lat <= 90 and -180 <= lon <= 180):
             raise doc.error(key + ("lat",), f"expected a latitude and longitude, got {lat}, {lon}")
         ambiguous = doc.get(key + ("ambiguous",), bool, required=False, default=False)

@@ -175,7 +175,7 @@ def _emergencies(doc: Document, index: PhraseIndex, pair_index: PhraseIndex):
         doc.check_keys(base, ("description", "strong", "weak", "pairs"))
         found = _phrases(doc, base + ("strong",), index, lambda p, n=name: Term("evidence", n, p, strength="strong"))
         found += _phrases(doc, base + ("weak",), index, lambda p, n=name: Term("evidence", n, p, strength="weak"))
-        for i, pair in enumerate(doc.get(base + ("pairs",), list, required=False, default=[])):
+        for i, _ in enumerate(doc.get(base + ("pairs",), list, required=False, default=[])):
             key = base + ("pairs", i)
             doc.get(key, dict)
             doc.check_keys(key, ("name", "weight", "a", "b"))
