@@ -68,10 +68,9 @@ class TriageEngine:
         masked_spans = []
         for start, end, terms in rules.index.scan(tokens):
             for term in terms:
-                key = (term.kind, term.group, term.label)
-                if key in seen:
+                if term in seen:
                     continue
-                seen.add(key)
+                seen.add(term)
                 kind = term.kind
                 if kind == "evidence":
                     weight = scoring["strong_weight"] if term.strength == "strong" else scoring["weak_weight"]

@@ -46,7 +46,12 @@ class Place:
         return self.name
 
     def location(self) -> Location:
-        return Location(lat=self.lat, lon=self.lon, name=self.label, source="gazetteer")
+        """The :class:`Location` of this place (made once: a Location is immutable)."""
+        location = self.__dict__.get("_location")
+        if location is None:
+            location = Location(lat=self.lat, lon=self.lon, name=self.label, source="gazetteer")
+            object.__setattr__(self, "_location", location)
+        return location
 
 
 class Gazetteer:

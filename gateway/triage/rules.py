@@ -44,12 +44,13 @@ _SCORING_DEFAULTS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Term:
     """
-    What a matched phrase means. ``kind``: ``evidence`` (for emergency category ``group``),
-    ``pair`` (side ``side`` of pair ``pair`` of category ``group``), ``promote``, ``demote``,
-    ``mask`` or ``route``. ``label`` is the phrase as written in the rule file.
+    What a matched phrase means (compared by identity: each term is one rule entry).
+    ``kind``: ``evidence`` (for emergency category ``group``), ``pair`` (side ``side`` of
+    pair ``pair`` of category ``group``), ``promote``, ``demote``, ``mask`` or ``route``.
+    ``label`` is the phrase as written in the rule file.
     """
 
     kind: str
@@ -59,12 +60,14 @@ class Term:
     strength: str = ""
     pair: int = -1
     side: int = -1
+    reason: str = dataclasses.field(init=False)
 
-    @property
-    def reason(self) -> str:
+    def __post_init__(self):
         if self.kind == "evidence":
-            return f"{self.group}:{self.label}"
-        return f"{self.kind}.{self.group}:{self.label}"
+            reason = f"{self.group}:{self.label}"
+        else:
+            reason = f"{self.kind}.{self.group}:{self.label}"
+        object.__setattr__(self, "reason", reason)
 
 
 @dataclasses.dataclass(frozen=True)
