@@ -17,7 +17,7 @@ setup(
         "oauthlib>=3.2",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff", "twilio", "capvalidator"],
+        "test": ["pytest>=8", "ruff", "twilio", "capvalidator", "hypothesis"],
     },
     entry_points={"console_scripts": ["siaga = gateway.cli:main"]},
 )

@@ -41,6 +41,7 @@ class PluginConfig:
     type: str
     options: Mapping[str, Any]
     line: int = 0
+    dispatch: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +140,16 @@ REPLIES = (
     Option("emergency_acknowledgement", str,
            default="Laporan darurat Anda sudah diteruskan ke 112. Nomor tiket: {ticket}. "
                    "Jika nyawa terancam, telepon 112."),
+)
+
+#: ``dispatch:`` inside one destination's block: overrides of the global dispatch settings.
+DESTINATION_DISPATCH = (
+    Option("concurrency", int, default=None, check=positive),
+    Option("rate_limit", float, default=None, check=positive),
+    Option("max_attempts", int, default=None, check=positive),
+    Option("max_age", float, default=None, check=positive),
+    Option("breaker_failures", int, default=None, check=positive),
+    Option("breaker_reset", float, default=None, check=positive),
 )
 
 ROUTE_KEYS = ("when", "to", "continue")
@@ -355,8 +366,14 @@ def _plugins(checker, section, keypath, types_, what) -> Tuple[PluginConfig, ...
             checker.fail(block, "enabled", f"{keyp}.enabled", f"expected true or false, got {enabled!r}")
         if not enabled:
             continue
-        options = checker.block(block, types_[type_name].factory.options, keyp, skip=("type", "enabled"))
-        result.append(PluginConfig(name, type_name, types.MappingProxyType(options), section.lines.get(name, 0)))
+        core_keys = ("type", "enabled", "dispatch") if what == "destination" else ("type", "enabled")
+        options = checker.block(block, types_[type_name].factory.options, keyp, skip=core_keys)
+        dispatch = {}
+        if what == "destination" and "dispatch" in block:
+            given = checker.block(block["dispatch"], DESTINATION_DISPATCH, f"{keyp}.dispatch")
+            dispatch = {key: value for key, value in given.items() if value is not None}
+        result.append(PluginConfig(name, type_name, types.MappingProxyType(options), section.lines.get(name, 0),
+                                   types.MappingProxyType(dispatch)))
     return tuple(result)
 
 

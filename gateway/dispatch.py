@@ -111,20 +111,24 @@ class Dispatcher:
     log = Logger()
 
     def __init__(self, store, destinations: Mapping, clock, settings: Mapping, metrics: Optional[Metrics] = None,
-                 hook=None, random_fraction: Callable[[], float] = random.random):
+                 hook=None, random_fraction: Callable[[], float] = random.random,
+                 overrides: Optional[Mapping[str, Mapping]] = None):
         self.store = store
         self.destinations = dict(destinations)
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.hook = hook
-        self.policy = RetryPolicy(settings, random_fraction)
         self.emergency_capacity = settings.get("emergency_concurrency", 32)
-        self.per_destination = settings.get("concurrency", 8)
-        self.rate_limit = settings.get("rate_limit")
         self.lag_threshold = settings.get("lag_threshold", 0.05)
-        self.breakers = {name: CircuitBreaker(clock, settings.get("breaker_failures", 5),
-                                              settings.get("breaker_reset", 30.0))
-                         for name in self.destinations}
+        # Each destination's settings: its own ``dispatch:`` overrides, then the global ones.
+        per = {name: collections.ChainMap(dict((overrides or {}).get(name, {})), dict(settings))
+               for name in self.destinations}
+        self.policies = {name: RetryPolicy(per[name], random_fraction) for name in per}
+        self.concurrency = {name: per[name].get("concurrency", 8) for name in per}
+        self.rate_limits = {name: per[name].get("rate_limit") for name in per}
+        self.breakers = {name: CircuitBreaker(clock, per[name].get("breaker_failures", 5),
+                                              per[name].get("breaker_reset", 30.0))
+                         for name in per}
         self.running = False
         self.emergency_waiting: Deque[Delivery] = collections.deque()
         self.emergency_active = 0
@@ -243,7 +247,7 @@ class Dispatcher:
             return self.emergency_capacity - self.emergency_active - len(self.emergency_waiting)
         if self.saturated:
             return 0
-        total = self.per_destination * max(1, len(self.destinations))
+        total = sum(self.concurrency.values()) or 1
         busy = sum(self.lane_active[p] for p in OTHER_LANES) + sum(len(q) for q in self.waiting.values())
         return total - busy
 
@@ -290,10 +294,12 @@ class Dispatcher:
 
     def _drain(self, name: str):
         queue = self.waiting[name]
-        while self.running and queue and self.active[name] < self.per_destination:
-            if self.rate_limit and not self._rate_allows(name):
-                timer = self.clock.callLater(1.0 / self.rate_limit, self._drain, name)
-                self._timers[f"rate:{name}"] = timer
+        rate = self.rate_limits[name]
+        while self.running and queue and self.active[name] < self.concurrency[name]:
+            if rate and not self._rate_allows(name, rate):
+                key = f"rate:{name}"
+                if key not in self._timers or not self._timers[key].active():
+                    self._timers[key] = self.clock.callLater(1.0 / rate, self._drain, name)
                 return
             delivery = queue.popleft()
             self.active[name] += 1
@@ -307,12 +313,12 @@ class Dispatcher:
                 self.wake(delivery.priority)
             d.addBoth(finished)
 
-    def _rate_allows(self, name: str) -> bool:
+    def _rate_allows(self, name: str, rate: float) -> bool:
         now = self.clock.seconds()
         sent = self._sent_at[name]
         while sent and sent[0] <= now - 1.0:
             sent.popleft()
-        if len(sent) < self.rate_limit:
+        if len(sent) < rate:
             sent.append(now)
             return True
         return False
@@ -377,7 +383,7 @@ class Dispatcher:
         error = failure.value if isinstance(failure.value, DeliveryError) else DeliveryError(
             f"{type(failure.value).__name__}: {failure.getErrorMessage()}")
         breaker.failed()
-        at = self.policy.next_attempt(delivery, error, now)
+        at = self.policies[delivery.destination_id].next_attempt(delivery, error, now)
         outcome = "retry" if at is not None else "dead"
         self.metrics.attempt_ended(delivery.destination_id, delivery.priority, outcome, now - started, now)
         if at is None:

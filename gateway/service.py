@@ -119,7 +119,8 @@ class GatewayService(MultiService):
                                                           self._context(plugin.name, http_client_factory))
             self.state[f"destination:{plugin.name}"] = "starting"
 
-        self.dispatcher = Dispatcher(self.store, self.destinations, reactor, config.dispatch, self.metrics, hook)
+        self.dispatcher = Dispatcher(self.store, self.destinations, reactor, config.dispatch, self.metrics, hook,
+                                     overrides={d.name: d.dispatch for d in config.destinations})
         self.ingest = Ingest(self.store, self.classifier, config.routes, self.dispatcher, reactor, self.metrics,
                              channels=self.channels, replies=config.replies, hook=hook)
         self.root = Root(self)

@@ -76,6 +76,18 @@ class GoodConfigTests(SynchronousTestCase):
         self.assertEqual(config.channels, ())
 
 
+    def test_destination_dispatch_overrides(self):
+        config = check("""
+            destinations:
+              lapor:
+                type: outbox
+                path: /tmp/x
+                dispatch: {rate_limit: 5, max_attempts: 20}
+        """)
+        self.assertEqual(dict(config.destinations[0].dispatch), {"rate_limit": 5.0, "max_attempts": 20})
+        self.assertNotIn("dispatch", config.destinations[0].options)
+
+
 class BadConfigTests(SynchronousTestCase):
     def assertError(self, text, expected, environ=None):
         error = self.assertRaises(ConfigError, check, text, environ)
@@ -210,6 +222,16 @@ class BadConfigTests(SynchronousTestCase):
     def test_unreadable_file(self):
         error = self.assertRaises(ConfigError, load_config, "/nonexistent/gw.yaml", REGISTRY)
         self.assertEqual(str(error), "/nonexistent/gw.yaml: cannot read the configuration: No such file or directory")
+
+    def test_bad_destination_dispatch_key(self):
+        self.assertError("""\
+            destinations:
+              lapor:
+                type: outbox
+                path: /tmp/x
+                dispatch: {retries: 3}
+            """, "gw.yaml:5: destinations.lapor.dispatch.retries: unknown key; expected one of: breaker_failures, "
+                 "breaker_reset, concurrency, max_age, max_attempts, rate_limit")
 
     def test_protect_status_needs_token(self):
         self.assertError("admin: {protect_status: true}",

@@ -202,6 +202,42 @@ class DispatchTests(SynchronousTestCase):
         self.assertEqual(calls, [("delivered", "target"), ("dead", "gone")])
 
 
+class PerDestinationTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryStore(clock=self.clock)
+        self.slow = RecordingDestination("slow")
+        self.fast = RecordingDestination("fast")
+        self.dispatcher = Dispatcher(self.store, {"slow": self.slow, "fast": self.fast}, self.clock, SETTINGS,
+                                     random_fraction=lambda: 1.0,
+                                     overrides={"slow": {"rate_limit": 2.0, "max_attempts": 1}})
+        self.successResultOf(self.dispatcher.start())
+        self.addCleanup(lambda: self.successResultOf(self.dispatcher.stop()))
+
+    def accept(self, destination, count=1):
+        self.dispatcher.submit(self.successResultOf(self.store.accept(
+            [intake_for(priority=NORMAL, destinations=(destination,), received_at=0) for _ in range(count)])))
+
+    def test_rate_limit_of_one_destination(self):
+        self.accept("slow", count=5)
+        self.accept("fast", count=5)
+        self.assertEqual((len(self.slow.delivered), len(self.fast.delivered)), (2, 5))
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.slow.delivered), 2, "still within the same second")
+        self.clock.advance(0.6)
+        self.assertEqual(len(self.slow.delivered), 4)
+        self.clock.pump([0.5] * 4)
+        self.assertEqual(len(self.slow.delivered), 5)
+
+    def test_attempts_limit_of_one_destination(self):
+        self.slow.failure = TemporaryDeliveryError("down")
+        self.fast.failure = TemporaryDeliveryError("down")
+        self.accept("slow")
+        self.accept("fast")
+        dead = self.successResultOf(self.store.dead_letters())
+        self.assertEqual([d.delivery.destination_id for d in dead], ["slow"])
+
+
 class SaturationTests(SynchronousTestCase):
     def test_normal_lanes_hold_back_while_reactor_is_late(self):
         clock = task.Clock()
