@@ -41,14 +41,14 @@ def pooled_http_client(reactor) -> HTTPClient:
 
 def build_plugin(config: GatewayConfig, section: str, plugin: PluginConfig, types, context):
     """
-    Construct one configured plugin. A plugin that refuses its options (``ValueError``,
-    ``TypeError``, ``KeyError``: a combination of keys it cannot work with) becomes a
-    :class:`ConfigError` naming the file, line and block.
+    Construct one configured plugin. A plugin that refuses its options (a combination of keys
+    it cannot work with, a data file it cannot read) becomes a :class:`ConfigError` naming the
+    file, line and block.
     """
     factory = types[plugin.type].factory
     try:
         return factory(plugin.name, dict(plugin.options), context)
-    except (ValueError, TypeError, KeyError) as e:
+    except Exception as e:
         key = section if section == "triage" else f"{section}.{plugin.name}"
         raise ConfigError(config.path, plugin.line, key, str(e).strip("'\"")) from e
 

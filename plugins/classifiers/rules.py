@@ -13,6 +13,7 @@ Configuration (``triage:`` in the gateway configuration)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -29,6 +30,17 @@ from gateway.triage import DEFAULT_PLACES_DIR, DEFAULT_RULES_DIR, TriageConfigEr
 
 def _directory(value):
     return None if Path(value).is_dir() else f"expected a directory, got {value!r}"
+
+
+def _engine(rules_dir: str, places_dir: str):
+    """The engine for these directories, loaded once per process while their files stay unchanged."""
+    stamp = tuple((str(p), p.stat().st_mtime_ns) for d in (rules_dir, places_dir) for p in sorted(Path(d).glob("*.yaml")))
+    return _load(rules_dir, places_dir, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(rules_dir, places_dir, stamp):
+    return load_engine(rules_dir, places_dir)
 
 
 @implementer(IClassifier)
@@ -49,8 +61,8 @@ class RuleClassifier:
     def __init__(self, name="rules", options=None, context=None):
         options = dict(options or {})
         self.name = name
-        self.engine = load_engine(options.get("rules_dir") or DEFAULT_RULES_DIR,
-                                  options.get("places_dir") or DEFAULT_PLACES_DIR)
+        self.engine = _engine(str(options.get("rules_dir") or DEFAULT_RULES_DIR),
+                              str(options.get("places_dir") or DEFAULT_PLACES_DIR))
 
     def classify(self, message):
         try:
