@@ -322,7 +322,7 @@ def parse_config(text: str, path: str, registry, environ: Mapping[str, str]) -> 
     triage_options = checker.block(triage_block, registry.classifiers[classifier].factory.options, "triage",
                                    skip=("classifier",))
     triage = PluginConfig(classifier, classifier, types.MappingProxyType(triage_options),
-                          getattr(top, "lines", {}).get("triage", 0))
+                          getattr(document, "lines", {}).get("triage", 0))
 
     channels = _plugins(checker, top["channels"], "channels", registry.channels, "channel")
     destinations = _plugins(checker, top["destinations"], "destinations", registry.destinations, "destination")
