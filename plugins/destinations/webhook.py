@@ -88,7 +88,12 @@ class WebhookDestination:
             content = yield response.content()
         except (defer.CancelledError, TimeoutError) as e:
             raise TemporaryDeliveryError(f"no answer within {self.timeout}s") from e
-        except (ConnectError, ResponseFailed) as e:
+        except ResponseFailed as e:
+            if any(reason.check(defer.CancelledError) for reason in e.reasons):
+                raise TemporaryDeliveryError(f"no answer within {self.timeout}s") from e
+            reasons = "; ".join(reason.getErrorMessage() for reason in e.reasons)
+            raise TemporaryDeliveryError(f"connection failed: {reasons}") from e
+        except ConnectError as e:
             raise TemporaryDeliveryError(f"connection failed: {e}") from e
         if not 200 <= response.code < 300:
             retry_after = response.headers.getRawHeaders(b"retry-after", [None])[0]
