@@ -36,8 +36,8 @@ from gateway.hookspecs import hookimpl
 from gateway.interfaces import IChannel
 from gateway.message import Location, Media, Message, Parsed, Receipt
 from gateway.options import Option, http_url, positive
+from gateway.polling import CursorPoller
 from plugins.channels._channel_kit import masked, media_type, settings
-from plugins.channels._telegram_poll import UpdatePoller
 
 DEFAULT_API = "https://api.telegram.org"
 
@@ -87,7 +87,7 @@ class TelegramChannel:
         self.reactor = context.reactor
         self.http = context.http_client
         self.api = self.config["api_base_url"].rstrip("/")
-        self.poller: UpdatePoller | None = None
+        self.poller: CursorPoller | None = None
 
     # -- background work ---------------------------------------------------------------------
 
@@ -96,10 +96,10 @@ class TelegramChannel:
             return
         if self.context.ingest is None:
             raise ValueError(f"channel {self.name!r}: polling needs the core's ingest")
-        self.poller = UpdatePoller(
-            fetch=self.get_updates, to_messages=self.messages_from_updates, ingest=self.context.ingest,
-            clock=self.reactor, offset_path=os.path.join(self.context.state_dir, f"{self.name}.offset"),
-            label=f"telegram channel {self.name}")
+        self.poller = CursorPoller(
+            self.poll_updates, self.context.ingest, self.reactor,
+            cursor_path=os.path.join(self.context.state_dir, f"{self.name}.offset"), read_cursor=int,
+            interval=0, min_backoff=1.0, max_backoff=60.0, label=f"telegram channel {self.name}")
         self.poller.start()
         return
 
@@ -228,6 +228,21 @@ class TelegramChannel:
         if chat.get("username") and chat.get("type") in ("channel", "supergroup"):
             fields["permalink"] = f"https://t.me/{chat['username']}/{message_id}"
         return Message(**fields), None
+
+    def poll_updates(self, offset: int | None) -> defer.Deferred:
+        """
+        The poller's ``fetch``: one long poll after ``offset``, firing with ``(messages,
+        next_offset)``; ``next_offset`` is the last ``update_id`` + 1 (``None`` with no updates).
+        """
+        d = self.get_updates(offset)
+        d.addCallback(self._polled_batch)
+        return d
+
+    def _polled_batch(self, updates) -> tuple[list, int | None]:
+        updates = [u for u in updates or () if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
+        if not updates:
+            return [], None
+        return self.messages_from_updates(updates), max(u["update_id"] for u in updates) + 1
 
     def messages_from_updates(self, updates) -> list:
         """The messages in a batch of polled updates; an unusable update is logged and skipped."""

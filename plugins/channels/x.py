@@ -38,8 +38,9 @@ from gateway.hookspecs import hookimpl
 from gateway.interfaces import IChannel
 from gateway.message import Receipt
 from gateway.options import Option, http_url, positive
+from gateway.polling import CursorPoller
 from plugins.channels._x_events import ActivityReader, mentions_page
-from plugins.channels._x_poll import MentionPoller, SinceIdFile, answer_error
+from plugins.channels._x_poll import MentionsTimeline, answer_error
 
 SIGNATURE_HEADER = b"x-twitter-webhooks-signature"
 
@@ -96,15 +97,19 @@ class XChannel:
         self.api = opts["api"].rstrip("/")
         self.timeout = opts["timeout"]
         self.reader = ActivityReader(name, self.channel_type, self.user_id)
-        self.poller: MentionPoller | None = None
+        self.poller: CursorPoller | None = None
         if self.mode == "polling":
             if not self.user_id or not opts["bearer_token"]:
                 raise ValueError(f"channel {name}: mode 'polling' needs 'user_id' and 'bearer_token'")
-            self.poller = MentionPoller(
+            timeline = MentionsTimeline(
                 clock=self.clock, http_client=self.http, api=self.api, user_id=self.user_id,
-                bearer_token=opts["bearer_token"], read_page=self._read_mentions, ingest=self._ingest,
-                interval=opts["poll_interval"], max_backoff=opts["max_backoff"], timeout=self.timeout,
-                since_file=SinceIdFile(os.path.join(context.state_dir, name, "since_id")), name=name)
+                bearer_token=opts["bearer_token"], read_page=self._read_mentions, timeout=self.timeout)
+            # the first retry waits two poll intervals, then twice as long each time
+            self.poller = CursorPoller(
+                timeline.fetch, self._ingest, self.clock,
+                cursor_path=os.path.join(context.state_dir, name, "since_id"),
+                interval=opts["poll_interval"], min_backoff=2 * opts["poll_interval"],
+                max_backoff=opts["max_backoff"], label=f"channel {name}: X mentions")
 
     # -- lifecycle
 
@@ -114,7 +119,8 @@ class XChannel:
 
     def stop(self):
         if self.poller is not None:
-            self.poller.stop()
+            return self.poller.stop()
+        return None
 
     def _read_mentions(self, page, now):
         return mentions_page(page, self.name, self.channel_type, self.user_id, now)

@@ -318,11 +318,11 @@ class PollingTests(SynchronousTestCase):
         self.assertEqual(batch[0].text, "Banjir setinggi lutut di Desa Swarga Bara")
         self.clock.advance(60)
         self.assertEqual(len(self.script.requests), 1, "no new poll while the batch is being stored")
-        self.assertIsNone(tg.poller.offset)
+        self.assertIsNone(tg.poller.cursor)
         self.assertFalse(os.path.exists(os.path.join(self.state_dir, "tg.offset")))
 
         self.pending[0].callback([])
-        self.assertEqual(tg.poller.offset, 742519023)
+        self.assertEqual(tg.poller.cursor, 742519023)
         self.assertEqual(self.offset_file(), "742519023")
         self.clock.advance(0)
         self.assertEqual(self.script.requests[1][1]["offset"], 742519023)
@@ -331,12 +331,12 @@ class PollingTests(SynchronousTestCase):
     def test_failed_ingest_keeps_the_offset_and_refetches(self):
         tg = self.polling_channel([(200, updates(10, 11)), (200, updates(10, 11))])
         self.pending[0].errback(RuntimeError("disk full"))
-        self.assertIsNone(tg.poller.offset)
+        self.assertIsNone(tg.poller.cursor)
         self.clock.advance(1)
         self.assertNotIn("offset", self.script.requests[1][1])
         self.assertEqual(len(self.ingested), 2)
         self.pending[1].callback([])
-        self.assertEqual(tg.poller.offset, 12)
+        self.assertEqual(tg.poller.cursor, 12)
         self.successResultOf(defer.maybeDeferred(tg.stop))
 
     def test_errors_back_off(self):
@@ -417,7 +417,7 @@ class PollingTests(SynchronousTestCase):
             {"update_id": 31, "edited_message": {}}]}).encode()
         tg = self.polling_channel([(200, body)])
         self.assertEqual(self.ingested, [])
-        self.assertEqual(tg.poller.offset, 32)
+        self.assertEqual(tg.poller.cursor, 32)
         self.successResultOf(defer.maybeDeferred(tg.stop))
 
     def test_polling_needs_ingest(self):

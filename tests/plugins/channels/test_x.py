@@ -424,11 +424,11 @@ class PollingTests(SynchronousTestCase):
         self.assertEqual(first.permalink, "https://x.com/dewi_tl/status/1789100000000000001")
         self.assertEqual(first.reply_to, "1788900000000000001")
         # not stored yet: since_id stays where it was, and no new poll is scheduled
-        self.assertIsNone(chan.poller.since_id)
+        self.assertIsNone(chan.poller.cursor)
         self.clock.advance(600)
         self.assertEqual(len(self.target.requests), 1)
         self.pending[0].callback([])
-        self.assertEqual(chan.poller.since_id, "1789100000000000003")
+        self.assertEqual(chan.poller.cursor, "1789100000000000003")
         with open(os.path.join(self.state_dir, "x-poll", "since_id")) as f:
             self.assertEqual(f.read().strip(), "1789100000000000003")
         self.clock.advance(60)
@@ -443,7 +443,7 @@ class PollingTests(SynchronousTestCase):
         self.clock.advance(0)
         self.stub.flush()
         self.pending[0].errback(RuntimeError("store is full"))
-        self.assertIsNone(chan.poller.since_id)
+        self.assertIsNone(chan.poller.cursor)
         self.clock.advance(119)
         self.stub.flush()
         self.assertEqual(len(self.target.requests), 1)
