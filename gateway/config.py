@@ -42,6 +42,7 @@ class PluginConfig:
     options: Mapping[str, Any]
     line: int = 0
     dispatch: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    citizen_update: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,8 +257,9 @@ class _Checker:
             for i, item in enumerate(items):
                 if item not in allowed:
                     where, at = (items, i) if isinstance(value, list) else (container, key)
+                    known = ", ".join(sorted(allowed)) or "(none configured)"
                     self.fail(where, at, keypath if where is container else f"{keypath}[{i}]",
-                              f"unknown {allowed.what} {item!r}; expected one of: {', '.join(sorted(allowed)) or '(none configured)'}")
+                              f"unknown {allowed.what} {item!r}; expected one of: {known}")
         return tuple(items)
 
 
@@ -366,15 +368,32 @@ def _plugins(checker, section, keypath, types_, what) -> Tuple[PluginConfig, ...
             checker.fail(block, "enabled", f"{keyp}.enabled", f"expected true or false, got {enabled!r}")
         if not enabled:
             continue
-        core_keys = ("type", "enabled", "dispatch") if what == "destination" else ("type", "enabled")
+        core_keys = ("type", "enabled", "dispatch", "citizen_update") if what == "destination" else ("type", "enabled")
         options = checker.block(block, types_[type_name].factory.options, keyp, skip=core_keys)
         dispatch = {}
         if what == "destination" and "dispatch" in block:
             given = checker.block(block["dispatch"], DESTINATION_DISPATCH, f"{keyp}.dispatch")
             dispatch = {key: value for key, value in given.items() if value is not None}
+        update = None
+        if what == "destination" and "citizen_update" in block:
+            update = checker.interpolate(block, "citizen_update", f"{keyp}.citizen_update", block["citizen_update"])
+            problem = _template_problem(update)
+            if problem:
+                checker.fail(block, "citizen_update", f"{keyp}.citizen_update", problem)
         result.append(PluginConfig(name, type_name, types.MappingProxyType(options), section.lines.get(name, 0),
-                                   types.MappingProxyType(dispatch)))
+                                   types.MappingProxyType(dispatch), update))
     return tuple(result)
+
+
+def _template_problem(value) -> Optional[str]:
+    """Why ``value`` is not a usable ``citizen_update`` template, or None."""
+    if not isinstance(value, str) or not value.strip():
+        return f"expected a text, got {value!r}"
+    try:
+        value.format(ticket="", reference="", url="", destination="")
+    except (KeyError, IndexError, ValueError) as e:
+        return f"a template may use {{ticket}}, {{reference}}, {{url}} and {{destination}}; {e!s} is unknown"
+    return None
 
 
 def _routes(checker, routes, channels, destinations) -> Tuple[Route, ...]:

@@ -112,12 +112,14 @@ class Dispatcher:
 
     def __init__(self, store, destinations: Mapping, clock, settings: Mapping, metrics: Optional[Metrics] = None,
                  hook=None, random_fraction: Callable[[], float] = random.random,
-                 overrides: Optional[Mapping[str, Mapping]] = None):
+                 overrides: Optional[Mapping[str, Mapping]] = None,
+                 on_delivered: Optional[Callable] = None):
         self.store = store
         self.destinations = dict(destinations)
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.hook = hook
+        self.on_delivered = on_delivered
         self.emergency_capacity = settings.get("emergency_concurrency", 32)
         self.lag_threshold = settings.get("lag_threshold", 0.05)
         # Each destination's settings: its own ``dispatch:`` overrides, then the global ones.
@@ -376,7 +378,12 @@ class Dispatcher:
                       delivery_id=delivery.id, lane=delivery.priority, destination=delivery.destination_id,
                       reference=getattr(receipt, "reference", None))
         self._observe("siaga_delivered", delivery=delivery, receipt=receipt)
-        return self.store.delivered(delivery.id, receipt, now)
+        d = self.store.delivered(delivery.id, receipt, now)
+        if self.on_delivered is not None:
+            def tell(_):
+                self.on_delivered(delivery, receipt)
+            d.addCallback(tell)
+        return d
 
     def _failed(self, failure, delivery, breaker, started):
         now = self.clock.seconds()

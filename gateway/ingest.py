@@ -8,7 +8,7 @@ Webhooks reach it through the web layer; polling channels and the SMTP listener 
 
 from __future__ import annotations
 
-from typing import Callable, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -16,14 +16,8 @@ from twisted.logger import Logger
 from gateway.errors import StoreUnavailable
 from gateway.message import EMERGENCY, Accepted, Intake, Message, Reply
 from gateway.metrics import Metrics
+from gateway.replies import mask, send_reply
 from gateway.routing import route
-
-
-def mask(address: Optional[str]) -> str:
-    """A sender address fit for a log line: all but the last 4 characters hidden."""
-    if not address:
-        return "-"
-    return "*" * max(0, len(address) - 4) + address[-4:]
 
 
 class Ingest:
@@ -109,27 +103,3 @@ class Ingest:
             getattr(self.hook, name)(**kwargs)
         except Exception:
             self.log.failure("A plugin's {hook} hook raised; ignored", hook=name)
-
-
-_reply_log = Logger(namespace="gateway.replies")
-
-
-def send_reply(store, channel, reply: Reply, clock, on_done: Optional[Callable] = None) -> defer.Deferred:
-    """
-    Send ``reply`` through ``channel`` and record it (sent or failed) in the store. The Deferred
-    never fails: a reply that cannot be sent is recorded and logged, never retried blindly.
-    """
-    d = defer.maybeDeferred(channel.send, reply)
-
-    def sent(receipt):
-        return store.record_reply(reply, receipt, "sent", clock.seconds())
-
-    def failed(failure):
-        _reply_log.warn("Reply {reply_id} to {recipient} on {channel} not sent: {error}",
-                        reply_id=reply.id, recipient=mask(reply.recipient), channel=reply.channel_id,
-                        error=failure.getErrorMessage())
-        return store.record_reply(reply, None, "failed", clock.seconds())
-
-    d.addCallbacks(sent, failed)
-    d.addErrback(lambda f: _reply_log.failure("Recording reply {reply_id} failed", f, reply_id=reply.id))
-    return d

@@ -25,8 +25,8 @@ from gateway.dispatch import Dispatcher
 from gateway.ingest import Ingest
 from gateway.metrics import Metrics
 from gateway.plugins import Registry
+from gateway.replies import DeliveryUpdates
 from gateway.web.root import Root
-
 
 #: Seconds between retention runs.
 RETENTION_INTERVAL = 3600.0
@@ -119,8 +119,12 @@ class GatewayService(MultiService):
                                                           self._context(plugin.name, http_client_factory))
             self.state[f"destination:{plugin.name}"] = "starting"
 
+        self.updates = DeliveryUpdates(self.store, self.channels,
+                                       {d.name: d.citizen_update for d in config.destinations if d.citizen_update},
+                                       reactor)
         self.dispatcher = Dispatcher(self.store, self.destinations, reactor, config.dispatch, self.metrics, hook,
-                                     overrides={d.name: d.dispatch for d in config.destinations})
+                                     overrides={d.name: d.dispatch for d in config.destinations},
+                                     on_delivered=self.updates.delivered)
         self.ingest = Ingest(self.store, self.classifier, config.routes, self.dispatcher, reactor, self.metrics,
                              channels=self.channels, replies=config.replies, hook=hook)
         self.root = Root(self)

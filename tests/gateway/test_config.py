@@ -233,6 +233,16 @@ class BadConfigTests(SynchronousTestCase):
             """, "gw.yaml:5: destinations.lapor.dispatch.retries: unknown key; expected one of: breaker_failures, "
                  "breaker_reset, concurrency, max_age, max_attempts, rate_limit")
 
+    def test_bad_citizen_update(self):
+        self.assertError("""\
+            destinations:
+              lapor:
+                type: outbox
+                path: /tmp/x
+                citizen_update: "Nomor {tiket}"
+            """, "gw.yaml:5: destinations.lapor.citizen_update: a template may use {ticket}, {reference}, {url} "
+                 "and {destination}; 'tiket' is unknown")
+
     def test_protect_status_needs_token(self):
         self.assertError("admin: {protect_status: true}",
                          "gw.yaml:1: admin.protect_status: needs admin.token to be set")

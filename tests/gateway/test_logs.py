@@ -3,11 +3,11 @@
 import io
 import json
 
-from twisted.logger import LogPublisher, Logger, formatEvent
+from twisted.logger import Logger, LogPublisher, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway import logs
-from gateway.ingest import mask
+from gateway.replies import mask
 
 
 class MaskingTests(SynchronousTestCase):

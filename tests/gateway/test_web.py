@@ -1,8 +1,8 @@
 """The HTTP side, end to end in memory: webhooks, health, status, metrics, admin API."""
 
 import json
-import time
 import textwrap
+import time
 
 from treq.testing import StubTreq
 from twisted.internet.testing import MemoryReactorClock
@@ -24,7 +24,10 @@ channels:
   fake: {type: fake, token: faketoken}
 destinations:
   cad: {type: recording}
-  lapor: {type: recording, reference: LAPOR-1}
+  lapor:
+    type: recording
+    reference: LAPOR-1
+    citizen_update: "Laporan {ticket} diteruskan ke LAPOR!, nomor pelacakan {reference}"
 routes:
   - when: {priority: emergency}
     to: [cad]
@@ -160,11 +163,15 @@ class WebhookTests(GatewayFixture, SynchronousTestCase):
                                                                   {"sender": "628222", "text": "jalan rusak", "id": "b"}],
                                {b"x-fake-token": b"faketoken"})
         self.assertEqual(code, 200)
-        sent = self.gateway.channels["fake"].sent
-        self.assertEqual([r.recipient for r in sent], ["628111", "628222"])
-        self.assertIn("112", sent[0].text)
-        self.assertIn(sent[1].in_reply_to.ticket, sent[1].text)
-        self.assertEqual(len(self.store.replies), 2)
+        sent = {(r.recipient, r.text) for r in self.gateway.channels["fake"].sent}
+        fire, road = (m for m, _ in sorted(self.store.messages.values(), key=lambda pair: pair[0].sender))
+        self.assertEqual(sent, {
+            ("628111", f"Laporan darurat Anda sudah diteruskan ke 112. Nomor tiket: {fire.ticket}. "
+                       "Jika nyawa terancam, telepon 112."),
+            ("628222", f"Terima kasih, laporan Anda sudah kami terima. Nomor tiket: {road.ticket}."),
+            ("628222", f"Laporan {road.ticket} diteruskan ke LAPOR!, nomor pelacakan LAPOR-1"),
+        })
+        self.assertEqual(len(self.store.replies), 3)
 
     def test_store_unavailable_is_503(self):
         self.store.writable = False
