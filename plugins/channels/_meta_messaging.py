@@ -7,8 +7,10 @@ The Messenger Platform event shape that Facebook Pages (``object: page``) and In
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.errors import PermanentDeliveryError
-from gateway.message import Location, Media, Message, StatusUpdate
+from gateway.message import Location, Media, Message, Parsed, StatusUpdate
 
 from ._meta import dicts, epoch, text_of
 
@@ -17,6 +19,46 @@ HUMAN_AGENT_SECONDS = 7 * 24 * 3600
 
 _MEDIA_KINDS = {"image": "image", "video": "video", "audio": "audio", "file": "document"}
 _ENVELOPE_KEYS = frozenset({"sender", "recipient", "timestamp"})
+
+
+def parse_notification(channel, body: bytes, own_id: str, other: str, read_change: Callable) -> Parsed:
+    """
+    A whole Messenger-platform notification (``object: page`` or ``object: instagram``).
+
+    An entry of another account (``entry.id`` not ``own_id``) is skipped as ``other``; its
+    ``messaging[]`` events go through :func:`parse_event`; ``standby`` events are skipped; each
+    ``changes[]`` item whose ``value`` is an object goes to ``read_change(field, value,
+    fallback_time)``, which answers ``(message or None, skipped names)`` (``unknown:<field>``
+    for a field it does not read).
+    """
+    messages: list[Message] = []
+    statuses: list[StatusUpdate] = []
+    ignored: list[str] = []
+    now = channel.clock.seconds()
+    for entry in channel.entries(body):
+        if text_of(entry.get("id")) and str(entry.get("id")) != own_id:
+            ignored.append(other)
+            continue
+        fallback = epoch(entry.get("time"), now)
+        for event in dicts(entry.get("messaging")):
+            message, found, skipped = parse_event(channel, event, own_id, fallback)
+            if message is not None:
+                messages.append(message)
+            statuses.extend(found)
+            ignored.extend(skipped)
+        if dicts(entry.get("standby")):
+            ignored.append("standby")
+        for change in dicts(entry.get("changes")):
+            field = text_of(change.get("field")) or "change"
+            value = change.get("value")
+            if not isinstance(value, dict):
+                ignored.append(f"unknown:{field}")
+                continue
+            message, skipped = read_change(field, value, fallback)
+            if message is not None:
+                messages.append(message)
+            ignored.extend(skipped)
+    return Parsed(messages=tuple(messages), statuses=tuple(statuses), ignored=tuple(ignored))
 
 
 def parse_event(channel, event: dict, own_id: str, fallback_time: float

@@ -26,18 +26,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.hookspecs import hookimpl
-from gateway.message import Media, Message, Parsed, StatusUpdate
+from gateway.message import Media, Message
 from gateway.options import Option
 
-from ._meta import (
-    DEFAULT_GRAPH_URL,
-    GraphChannel,
-    common_options,
-    dicts,
-    epoch,
-    text_of,
-)
-from ._meta_messaging import parse_event, send_body
+from ._meta import DEFAULT_GRAPH_URL, GraphChannel, common_options, epoch, text_of
+from ._meta_messaging import parse_notification, send_body
 
 INSTAGRAM_GRAPH_URL = "https://graph.instagram.com"
 #: Instagram's limit on a DM, in UTF-8 bytes.
@@ -73,38 +66,14 @@ class InstagramChannel(GraphChannel):
             self.config["graph_url"] = INSTAGRAM_GRAPH_URL if self.config["api"] == "instagram" else DEFAULT_GRAPH_URL
 
     def parse(self, request, body):
-        messages: list[Message] = []
-        statuses: list[StatusUpdate] = []
-        ignored: list[str] = []
-        account = self.config["account_id"]
-        now = self.clock.seconds()
-        for entry in self.entries(body):
-            if text_of(entry.get("id")) and str(entry.get("id")) != account:
-                ignored.append("other-account")
-                continue
-            fallback = epoch(entry.get("time"), now)
-            for event in dicts(entry.get("messaging")):
-                message, found, skipped = parse_event(self, event, account, fallback)
-                if message is not None:
-                    messages.append(message)
-                statuses.extend(found)
-                ignored.extend(skipped)
-            if dicts(entry.get("standby")):
-                ignored.append("standby")
-            for change in dicts(entry.get("changes")):
-                field = text_of(change.get("field")) or "change"
-                value = change.get("value")
-                if not isinstance(value, dict) or field not in _COMMENT_FIELDS | {"mentions"}:
-                    ignored.append(f"unknown:{field}")
-                    continue
-                if field == "mentions":
-                    message, skipped = self._mention(value, fallback)
-                else:
-                    message, skipped = self._comment(value, fallback, field)
-                if message is not None:
-                    messages.append(message)
-                ignored.extend(skipped)
-        return Parsed(messages=tuple(messages), statuses=tuple(statuses), ignored=tuple(ignored))
+        return parse_notification(self, body, self.config["account_id"], "other-account", self._change)
+
+    def _change(self, field, value, fallback):
+        if field == "mentions":
+            return self._mention(value, fallback)
+        if field in _COMMENT_FIELDS:
+            return self._comment(value, fallback, field)
+        return None, [f"unknown:{field}"]
 
     def _comment(self, value, fallback, field):
         author = value.get("from") if isinstance(value.get("from"), dict) else {}

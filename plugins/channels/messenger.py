@@ -17,11 +17,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.hookspecs import hookimpl
-from gateway.message import Media, Message, Parsed, StatusUpdate
+from gateway.message import Media, Message
 from gateway.options import Option
 
-from ._meta import GraphChannel, common_options, dicts, epoch, text_of
-from ._meta_messaging import clip, parse_event, send_body
+from ._meta import GraphChannel, common_options, epoch, text_of
+from ._meta_messaging import clip, parse_notification, send_body
 
 #: Messenger's limit on a text message.
 MAX_TEXT = 2000
@@ -46,35 +46,12 @@ class MessengerChannel(GraphChannel):
     )
 
     def parse(self, request, body):
-        messages: list[Message] = []
-        statuses: list[StatusUpdate] = []
-        ignored: list[str] = []
-        page_id = self.config["page_id"]
-        now = self.clock.seconds()
-        for entry in self.entries(body):
-            if text_of(entry.get("id")) and str(entry.get("id")) != page_id:
-                ignored.append("other-page")
-                continue
-            fallback = epoch(entry.get("time"), now)
-            for event in dicts(entry.get("messaging")):
-                message, found, skipped = parse_event(self, event, page_id, fallback)
-                if message is not None:
-                    messages.append(message)
-                statuses.extend(found)
-                ignored.extend(skipped)
-            if dicts(entry.get("standby")):
-                ignored.append("standby")
-            for change in dicts(entry.get("changes")):
-                field = text_of(change.get("field")) or "change"
-                value = change.get("value")
-                if field != "feed" or not isinstance(value, dict):
-                    ignored.append(f"unknown:{field}")
-                    continue
-                message, skipped = self._feed(value, fallback)
-                if message is not None:
-                    messages.append(message)
-                ignored.extend(skipped)
-        return Parsed(messages=tuple(messages), statuses=tuple(statuses), ignored=tuple(ignored))
+        return parse_notification(self, body, self.config["page_id"], "other-page", self._change)
+
+    def _change(self, field, value, fallback):
+        if field != "feed":
+            return None, [f"unknown:{field}"]
+        return self._feed(value, fallback)
 
     def _feed(self, value, fallback):
         item, verb = text_of(value.get("item")), text_of(value.get("verb"))
