@@ -1,13 +1,18 @@
 """
-Small pieces the Telegram, Twilio and SMS-gateway channels share: completing an options mapping
-with its declared defaults, reading a request header as text, masking an address for a log line.
+Small pieces the channels share: completing an options mapping with its declared defaults,
+reading a request header as text, masking an address for a log line, and reading what an HTTP
+API answered to a send.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from twisted.internet import defer
+
+from gateway.errors import TemporaryDeliveryError, error_for_status
 from gateway.options import REQUIRED, Option
 
 
@@ -42,3 +47,38 @@ def masked(address: Any) -> str:
     """An address with all but its last four characters hidden, for logs."""
     text = str(address or "")
     return "*" * max(0, len(text) - 4) + text[-4:]
+
+
+def retry_after(response) -> str | None:
+    """A response's raw ``Retry-After`` header as text, or None."""
+    value = (response.headers.getRawHeaders(b"retry-after") or [None])[0]
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return value
+
+
+def json_answer(request: defer.Deferred, service: str) -> defer.Deferred:
+    """
+    What an HTTP API answered to a send. ``request`` is a treq request Deferred; the result fires
+    with the decoded JSON body of a 2xx answer (None when it is not JSON), or fails with
+    :class:`TemporaryDeliveryError` ``"<service>: no answer (...)"`` when no answer came, and with
+    :func:`gateway.errors.error_for_status` (honouring ``Retry-After``) for any other status.
+    """
+
+    def unreachable(failure):
+        raise TemporaryDeliveryError(f"{service}: no answer ({type(failure.value).__name__})")
+
+    def answered(response):
+        d = response.content()
+        d.addCallback(decode, response)
+        return d
+
+    def decode(body, response):
+        if not 200 <= response.code < 300:
+            raise error_for_status(response.code, body, retry_after(response))
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+
+    return request.addCallbacks(answered, unreachable)

@@ -23,6 +23,7 @@ from twisted.internet import defer
 
 from gateway.errors import TemporaryDeliveryError, error_for_status
 from gateway.message import Message
+from plugins.channels._channel_kit import retry_after
 
 #: Posts asked for per page (X allows 5 to 100).
 PAGE_SIZE = 100
@@ -43,8 +44,7 @@ def answer_error(response, body: bytes, now: float):
     """The :class:`gateway.errors.DeliveryError` an unsuccessful X API answer means."""
     if response.code == 429:
         return TemporaryDeliveryError("X rate limit reached (HTTP 429)", retry_after=rate_limit_delay(response, now))
-    retry_after = (response.headers.getRawHeaders(b"retry-after") or [None])[0]
-    return error_for_status(response.code, body, retry_after.decode() if retry_after else None)
+    return error_for_status(response.code, body, retry_after(response))
 
 
 class MentionsTimeline:

@@ -35,14 +35,12 @@ from gateway.errors import (
     NotHandled,
     PermanentDeliveryError,
     RequestRefused,
-    TemporaryDeliveryError,
-    error_for_status,
 )
 from gateway.hookspecs import hookimpl
 from gateway.interfaces import IChannel
 from gateway.message import Message, Parsed, Receipt
 from gateway.options import Option, http_url, positive
-from plugins.channels._channel_kit import header, masked, media_type, settings
+from plugins.channels._channel_kit import header, json_answer, masked, media_type, settings
 
 _INBOUND_FIELDS = ("sender", "text", "id", "received_at", "sender_name")
 _MISSING = object()
@@ -325,30 +323,8 @@ class SmsGatewayChannel:
             place(values, fields["to"], reply.recipient)
             place(values, fields["text"], reply.text)
             kwargs["json"] = values
-        d = self.http.request(self.config["send_method"], url, **kwargs)
-
-        def unreachable(failure):
-            raise TemporaryDeliveryError(f"SMS gateway: no answer ({type(failure.value).__name__})")
-
-        d.addCallbacks(self._answer, unreachable)
+        d = json_answer(self.http.request(self.config["send_method"], url, **kwargs), "SMS gateway")
         d.addCallback(self._sent, reply)
-        return d
-
-    def _answer(self, response) -> defer.Deferred:
-        d = response.content()
-
-        def check(body):
-            if not 200 <= response.code < 300:
-                retry_after = response.headers.getRawHeaders(b"retry-after", [None])[0]
-                if isinstance(retry_after, bytes):
-                    retry_after = retry_after.decode("ascii", "replace")
-                raise error_for_status(response.code, body, retry_after)
-            try:
-                return json.loads(body)
-            except ValueError:
-                return None
-
-        d.addCallback(check)
         return d
 
     def _sent(self, answer, reply) -> Receipt:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,8 +32,6 @@ from gateway.errors import (
     NotHandled,
     PermanentDeliveryError,
     RequestRefused,
-    TemporaryDeliveryError,
-    error_for_status,
 )
 from gateway.hookspecs import hookimpl
 from gateway.interfaces import IChannel
@@ -48,7 +45,7 @@ from gateway.message import (
     StatusUpdate,
 )
 from gateway.options import Option, http_url, positive
-from plugins.channels._channel_kit import header, masked, media_type, settings
+from plugins.channels._channel_kit import header, json_answer, masked, media_type, settings
 
 DEFAULT_API = "https://api.twilio.com"
 DEFAULT_ACK = "Laporan Anda diterima. Nomor tiket: {ticket}"
@@ -262,31 +259,9 @@ class TwilioChannel:
             data["StatusCallback"] = self.config["status_callback"]
         sid = self.config["account_sid"]
         url = f"{self.config['api_base_url'].rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
-        d = self.http.post(url, data=data, auth=(sid, self.config["auth_token"]),
-                           timeout=self.config["timeout"], reactor=self.reactor)
-
-        def unreachable(failure):
-            raise TemporaryDeliveryError(f"Twilio API: no answer ({type(failure.value).__name__})")
-
-        d.addCallbacks(self._answer, unreachable)
+        d = json_answer(self.http.post(url, data=data, auth=(sid, self.config["auth_token"]),
+                                       timeout=self.config["timeout"], reactor=self.reactor), "Twilio API")
         d.addCallback(self._sent, reply)
-        return d
-
-    def _answer(self, response) -> defer.Deferred:
-        d = response.content()
-
-        def check(body):
-            if not 200 <= response.code < 300:
-                retry_after = response.headers.getRawHeaders(b"retry-after", [None])[0]
-                if isinstance(retry_after, bytes):
-                    retry_after = retry_after.decode("ascii", "replace")
-                raise error_for_status(response.code, body, retry_after)
-            try:
-                return json.loads(body)
-            except ValueError:
-                return {}
-
-        d.addCallback(check)
         return d
 
     def _sent(self, answer, reply) -> Receipt:
