@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,8 @@ from gateway.errors import (
 )
 from gateway.interfaces import IChannel
 from gateway.message import Receipt
-from gateway.options import REQUIRED, Option, http_url, positive
+from gateway.options import Option, http_url, positive
+from plugins.channels._channel_kit import masked, settings
 
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 #: The newest Graph API version generally available when this was written (February 2026).
@@ -50,10 +51,8 @@ RATE_LIMIT_BACKOFF = 60.0
 
 
 def mask(address: str | None) -> str:
-    """A phone number or user id for the log: all but the last four characters hidden."""
-    if not address:
-        return "?"
-    return "*" * max(0, len(address) - 4) + address[-4:]
+    """A phone number or user id for the log: all but the last four characters hidden ("?" if none)."""
+    return masked(address) if address else "?"
 
 
 def common_options(id_option: Option, extra: Iterable[Option] = (), graph_default: str | None = DEFAULT_GRAPH_URL
@@ -76,20 +75,6 @@ def common_options(id_option: Option, extra: Iterable[Option] = (), graph_defaul
         Option("send_rate", float, default=20.0, check=positive,
                doc="Replies per second this channel may send; more fail as temporary, to be retried."),
     ) + tuple(extra)
-
-
-def with_defaults(declared: Iterable[Option], given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``given`` with every missing optional key set to its default; a missing required key is a KeyError."""
-    given = dict(given or {})
-    resolved = {}
-    for option in declared:
-        if option.name in given:
-            resolved[option.name] = given[option.name]
-        elif option.default is REQUIRED:
-            raise KeyError(f"option {option.name!r} is required")
-        else:
-            resolved[option.name] = option.default
-    return resolved
 
 
 def epoch(value: Any, fallback: float) -> float:
@@ -233,7 +218,7 @@ class GraphChannel:
 
     def __init__(self, name, options, context):
         self.name = name
-        self.config = with_defaults(self.options, options)
+        self.config = settings(self.options, options)
         self.context = context
         self.clock = context.reactor
         self.http = context.http_client

@@ -39,6 +39,7 @@ from gateway.interfaces import IChannel
 from gateway.message import Receipt
 from gateway.options import Option, http_url, positive
 from gateway.polling import CursorPoller
+from plugins.channels._channel_kit import settings
 from plugins.channels._x_events import ActivityReader, mentions_page
 from plugins.channels._x_poll import MentionsTimeline, answer_error
 
@@ -86,8 +87,7 @@ class XChannel:
         self.context = context
         self.clock = context.reactor
         self.http = context.http_client
-        opts = {o.name: o.default for o in self.options if not o.required}
-        opts.update(options or {})
+        opts = settings(self.options, options)
         self.consumer_key = opts["consumer_key"]
         self.consumer_secret = opts["consumer_secret"]
         self.access_token = opts["access_token"]

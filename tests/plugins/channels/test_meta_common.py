@@ -23,6 +23,7 @@ from gateway.errors import (
 from gateway.message import Media, Message, Reply
 from gateway.testing import RecordingTarget, make_request
 from plugins.channels import _meta
+from plugins.channels._channel_kit import settings
 from plugins.channels.instagram import InstagramChannel
 from plugins.channels.messenger import MessengerChannel
 from plugins.channels.whatsapp import WhatsAppChannel
@@ -264,11 +265,11 @@ class ValueTests(SynchronousTestCase):
         self.assertEqual(_meta.mask(None), "?")
 
     def test_defaults_fill_in(self):
-        config = _meta.with_defaults(WhatsAppChannel.options, WHATSAPP_OPTIONS)
+        config = settings(WhatsAppChannel.options, WHATSAPP_OPTIONS)
         self.assertEqual(config["graph_url"], "https://graph.facebook.com")
         self.assertEqual(config["api_version"], _meta.DEFAULT_API_VERSION)
         self.assertIsNone(config["template_name"])
-        self.assertRaises(KeyError, _meta.with_defaults, WhatsAppChannel.options, base_options())
+        self.assertRaises(ValueError, settings, WhatsAppChannel.options, base_options())
 
     def test_secret_options_are_declared_secret(self):
         for cls in (WhatsAppChannel, MessengerChannel, InstagramChannel):
