@@ -10,18 +10,20 @@ from gateway.errors import (
     TemporaryDeliveryError,
 )
 from gateway.message import Media, Reply
-from gateway.testing import ChannelContractTests, RecordingTarget, make_request
+from gateway.testing import ChannelContractTests, make_request
 from plugins.channels.instagram import InstagramChannel
 from tests.plugins.channels.test_meta_common import (
     ACCESS_TOKEN,
     ACCOUNT_ID,
     INSTAGRAM_OPTIONS,
     PAYLOAD_TIME,
+    MetaContract,
     build,
     citizen_message,
     last_json,
     load,
     parse_file,
+    sending,
     signed,
 )
 
@@ -29,13 +31,11 @@ PERSON = "1234567890123456"
 SENT = b'{"recipient_id": "1234567890123456", "message_id": "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjSENT"}'
 
 
-class InstagramContractTests(ChannelContractTests, SynchronousTestCase):
-    def make_channel(self, context):
-        return InstagramChannel("ig-kutim", INSTAGRAM_OPTIONS, context)
-
-    def valid_request(self):
-        body = load("instagram_messages.json")
-        return signed(body), body
+class InstagramContractTests(MetaContract, ChannelContractTests, SynchronousTestCase):
+    channel_name = "ig-kutim"
+    channel_class = InstagramChannel
+    options = INSTAGRAM_OPTIONS
+    payload = "instagram_messages.json"
 
     def refused_request(self):
         body = load("instagram_messages.json")
@@ -117,9 +117,7 @@ class PublicTests(SynchronousTestCase):
 
 class SendTests(SynchronousTestCase):
     def channel(self, code=200, body=SENT, now=PAYLOAD_TIME + 60, **options):
-        target = RecordingTarget(code=code, body=body)
-        channel, _, clock, stub = build(InstagramChannel, dict(INSTAGRAM_OPTIONS, **options), target, now=now)
-        return channel, target, clock, stub
+        return sending(InstagramChannel, dict(INSTAGRAM_OPTIONS, **options), code, body, now)
 
     def dm_reply(self, channel, text="Tiket SGA-ABCD1234"):
         original = citizen_message(channel, PERSON, PAYLOAD_TIME)

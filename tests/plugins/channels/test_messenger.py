@@ -10,18 +10,20 @@ from gateway.errors import (
     TemporaryDeliveryError,
 )
 from gateway.message import Reply
-from gateway.testing import ChannelContractTests, RecordingTarget, make_request
+from gateway.testing import ChannelContractTests, make_request
 from plugins.channels.messenger import MessengerChannel
 from tests.plugins.channels.test_meta_common import (
     ACCESS_TOKEN,
     MESSENGER_OPTIONS,
     PAGE_ID,
     PAYLOAD_TIME,
+    MetaContract,
     build,
     citizen_message,
     last_json,
     load,
     parse_file,
+    sending,
     signed,
 )
 
@@ -29,13 +31,11 @@ PERSON = "7012345678901234"
 SENT = b'{"recipient_id": "7012345678901234", "message_id": "m_SentSentSent0001"}'
 
 
-class MessengerContractTests(ChannelContractTests, SynchronousTestCase):
-    def make_channel(self, context):
-        return MessengerChannel("fb-kutim", MESSENGER_OPTIONS, context)
-
-    def valid_request(self):
-        body = load("messenger_messages.json")
-        return signed(body), body
+class MessengerContractTests(MetaContract, ChannelContractTests, SynchronousTestCase):
+    channel_name = "fb-kutim"
+    channel_class = MessengerChannel
+    options = MESSENGER_OPTIONS
+    payload = "messenger_messages.json"
 
     def refused_request(self):
         return {}, load("messenger_messages.json")
@@ -140,9 +140,7 @@ class FeedTests(SynchronousTestCase):
 
 class SendTests(SynchronousTestCase):
     def channel(self, code=200, body=SENT, now=PAYLOAD_TIME + 60, **options):
-        target = RecordingTarget(code=code, body=body)
-        channel, _, clock, stub = build(MessengerChannel, dict(MESSENGER_OPTIONS, **options), target, now=now)
-        return channel, target, clock, stub
+        return sending(MessengerChannel, dict(MESSENGER_OPTIONS, **options), code, body, now)
 
     def reply(self, channel, **kw):
         original = citizen_message(channel, PERSON, PAYLOAD_TIME, external_id="m_in", **kw)

@@ -72,6 +72,29 @@ def build(cls, options, resource=None, now=PAYLOAD_TIME):
     return channel, resource, clock, stub
 
 
+def sending(cls, options, code=200, body=b"{}", now=PAYLOAD_TIME + 60):
+    """A channel whose Graph API answers every request with ``code`` and ``body``: (channel, target, clock, stub)."""
+    target = RecordingTarget(code=code, body=body)
+    channel, _, clock, stub = build(cls, options, target, now=now)
+    return channel, target, clock, stub
+
+
+class MetaContract:
+    """The contract suite's hooks for a Meta channel: ``channel_class`` built with ``options``, ``payload`` signed."""
+
+    channel_class = None
+    channel_name = ""
+    options: dict = {}
+    payload = ""
+
+    def make_channel(self, context):
+        return self.channel_class(self.channel_name, self.options, context)
+
+    def valid_request(self):
+        body = load(self.payload)
+        return signed(body), body
+
+
 def parse_file(channel, name):
     body = load(name)
     request = make_request(headers=signed(body), body=body)

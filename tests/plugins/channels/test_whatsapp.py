@@ -12,19 +12,21 @@ from gateway.errors import (
     TemporaryDeliveryError,
 )
 from gateway.message import Accepted, Media, Reply, Triage
-from gateway.testing import ChannelContractTests, RecordingTarget, make_request
+from gateway.testing import ChannelContractTests, make_request
 from plugins.channels.whatsapp import WhatsAppChannel
 from tests.plugins.channels.test_meta_common import (
     ACCESS_TOKEN,
     PAYLOAD_TIME,
     PHONE_NUMBER_ID,
     WHATSAPP_OPTIONS,
+    MetaContract,
     SequenceTarget,
     build,
     citizen_message,
     last_json,
     load,
     parse_file,
+    sending,
     signed,
 )
 
@@ -40,13 +42,11 @@ def graph_error(code, message="error"):
                                  "fbtrace_id": "AbCdEf"}}).encode()
 
 
-class WhatsAppContractTests(ChannelContractTests, SynchronousTestCase):
-    def make_channel(self, context):
-        return WhatsAppChannel("wa-kutim", WHATSAPP_OPTIONS, context)
-
-    def valid_request(self):
-        body = load("whatsapp_batch.json")
-        return signed(body), body
+class WhatsAppContractTests(MetaContract, ChannelContractTests, SynchronousTestCase):
+    channel_name = "wa-kutim"
+    channel_class = WhatsAppChannel
+    options = WHATSAPP_OPTIONS
+    payload = "whatsapp_batch.json"
 
     def refused_request(self):
         body = load("whatsapp_batch.json")
@@ -168,9 +168,7 @@ class ParseTests(SynchronousTestCase):
 
 class SendTests(SynchronousTestCase):
     def channel(self, code=200, body=SENT, now=PAYLOAD_TIME + 60, **options):
-        target = RecordingTarget(code=code, body=body)
-        channel, _, clock, stub = build(WhatsAppChannel, dict(WHATSAPP_OPTIONS, **options), target, now=now)
-        return channel, target, clock, stub
+        return sending(WhatsAppChannel, dict(WHATSAPP_OPTIONS, **options), code, body, now)
 
     def reply(self, channel, received_at=PAYLOAD_TIME, text="Laporan diterima, tiket SGA-ABCD1234"):
         original = citizen_message(channel, RAHMAT, received_at, external_id="wamid.IN1")
