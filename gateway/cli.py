@@ -63,6 +63,7 @@ def _with_store(args, registry, work) -> int:
     """Open the configured store, run ``work(store, reactor)`` (a Deferred), close the store."""
     from twisted.internet import defer, task
 
+    from gateway.service import store_options
     from gateway.store import make_store
     try:
         config = load_config(args.config, registry)
@@ -74,8 +75,7 @@ def _with_store(args, registry, work) -> int:
 
     @defer.inlineCallbacks
     def main(reactor):
-        store = make_store("sqlite", {"path": config.store["path"], "synchronous": config.store["synchronous"]},
-                           reactor)
+        store = make_store("sqlite", store_options(config), reactor)
         yield store.start()
         try:
             outcome["status"] = yield work(store, reactor)

@@ -109,6 +109,8 @@ STORE = (
     Option("path", str, default="var/siaga.db"),
     Option("synchronous", str, default="NORMAL", choices=("NORMAL", "FULL")),
     Option("retention_days", float, default=None, check=positive),
+    Option("case_window", float, default=6 * 3600.0, check=_non_negative,
+           doc="Seconds during which a sender's next message about the same matter joins their open case."),
 )
 
 ADMIN = (

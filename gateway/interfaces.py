@@ -153,6 +153,11 @@ class IStore(Interface):
         (channel_id, external_id) is already stored is not stored again: its Accepted has
         ``duplicate=True``, the first message, and no deliveries.
 
+        Each new message joins a case: the open case of the same channel, sender and triage
+        category whose last message is at most ``case_window`` seconds older (a store setting),
+        or a new case whose id is the message's id. The Accepted message carries its ``case_id``
+        (so its ``ticket`` is the case's).
+
         Emergency deliveries come back already claimed (``in_flight``) so the dispatcher starts
         them at once without a read; all others are ``pending`` and due now.
         """

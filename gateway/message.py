@@ -79,7 +79,8 @@ class Message:
     ``external_id`` is the platform's own id for the message; together with ``channel_id`` it is
     the dedupe key, so a platform redelivering the same message does not create a second one.
     ``sender`` is the platform address to reply to (a phone number, a user id); it is personal
-    data and is masked in logs.
+    data and is masked in logs. ``case_id`` is set by the store when it accepts the message:
+    the id of the case (the thread of messages from one sender about one matter) it belongs to.
     """
 
     channel_id: str
@@ -96,10 +97,12 @@ class Message:
     reply_to: Optional[str] = None
     permalink: Optional[str] = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    case_id: Optional[str] = None
 
     @property
     def ticket(self) -> str:
-        return ticket_for(self.id)
+        """The case's ticket: every message of one case shares it."""
+        return ticket_for(self.case_id or self.id)
 
     @property
     def dedupe_key(self) -> Tuple[str, str]:
@@ -122,6 +125,7 @@ class Message:
             "reply_to": self.reply_to,
             "permalink": self.permalink,
             "extra": dict(self.extra),
+            "case_id": self.case_id,
         }
 
     @classmethod
@@ -142,6 +146,7 @@ class Message:
             reply_to=data.get("reply_to"),
             permalink=data.get("permalink"),
             extra=data.get("extra") or {},
+            case_id=data.get("case_id"),
         )
 
 

@@ -39,6 +39,14 @@ def pooled_http_client(reactor) -> HTTPClient:
     return HTTPClient(Agent(reactor, pool=pool))
 
 
+def store_options(config: GatewayConfig) -> dict:
+    """The ``make_store`` options for the configured backend."""
+    options = {"case_window": config.store["case_window"]}
+    if config.store["backend"] == "sqlite":
+        options.update(path=config.store["path"], synchronous=config.store["synchronous"])
+    return options
+
+
 def build_plugin(config: GatewayConfig, section: str, plugin: PluginConfig, types, context):
     """
     Construct one configured plugin. A plugin that refuses its options (a combination of keys
@@ -101,8 +109,7 @@ class GatewayService(MultiService):
 
         if store is None:
             from gateway.store import make_store
-            options = {"path": config.store["path"], "synchronous": config.store["synchronous"]}
-            store = make_store(config.store["backend"], options if config.store["backend"] == "sqlite" else {}, reactor)
+            store = make_store(config.store["backend"], store_options(config), reactor)
         self.store = store
         self.state["store"] = "starting"
 

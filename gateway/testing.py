@@ -47,6 +47,7 @@ from gateway.message import (
     new_id,
 )
 from gateway.options import Option
+from gateway.store import DEFAULT_CASE_WINDOW
 
 
 @dataclasses.dataclass
@@ -67,8 +68,10 @@ class MemoryStore:
     write fail with :class:`~gateway.errors.StoreUnavailable`, as a full disk would.
     """
 
-    def __init__(self, clock=None):
+    def __init__(self, clock=None, case_window: float = DEFAULT_CASE_WINDOW):
         self.clock = clock
+        self.case_window = case_window
+        self.cases: Dict[Tuple[str, str, str], Tuple[str, float]] = {}
         self.writable = True
         self.messages: Dict[str, Tuple[Message, Triage]] = {}
         self.by_key: Dict[Tuple[str, str], str] = {}
@@ -100,6 +103,7 @@ class MemoryStore:
                 first, triage = self.messages[existing]
                 results.append(Accepted(first, triage, duplicate=True))
                 continue
+            message = dataclasses.replace(message, case_id=self._case_for(message, intake.triage))
             self.messages[message.id] = (message, intake.triage)
             self.by_key[message.dedupe_key] = message.id
             deliveries = []
@@ -113,6 +117,17 @@ class MemoryStore:
                 deliveries.append(delivery)
             results.append(Accepted(message, intake.triage, deliveries=tuple(deliveries)))
         return results
+
+    def _case_for(self, message, triage) -> str:
+        key = (message.channel_id, message.sender, triage.category)
+        case = self.cases.get(key)
+        if case is not None and self.case_window > 0 and message.received_at - case[1] <= self.case_window:
+            case_id = case[0]
+        else:
+            case_id = message.id
+        self.cases[key] = (case_id, max(message.received_at, case[1]) if case and case[0] == case_id
+                           else message.received_at)
+        return case_id
 
     def quarantine(self, channel_id, reason, body, headers):
         return defer.maybeDeferred(self._quarantine, channel_id, reason, body, headers)

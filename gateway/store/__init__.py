@@ -12,6 +12,10 @@ from typing import Any
 
 BACKENDS = ("sqlite", "memory")
 
+#: Seconds after a case's last message during which a new message from the same sender about
+#: the same kind of matter (triage category) joins it instead of opening a new case.
+DEFAULT_CASE_WINDOW = 6 * 3600.0
+
 #: Keys of the ``store:`` configuration block that the core uses itself (retention is run by the
 #: service, which calls ``prune``); ``make_store`` ignores them.
 _NOT_FOR_THE_STORE = frozenset({"backend", "retention_days"})
@@ -37,5 +41,5 @@ def make_store(backend: str, options: Mapping[str, Any], reactor):
         return SQLiteStore(options.pop("path"), reactor, **options)
     if backend == "memory":
         from gateway.testing import MemoryStore
-        return MemoryStore(clock=reactor)
+        return MemoryStore(clock=reactor, case_window=options.get("case_window", DEFAULT_CASE_WINDOW))
     raise ValueError(f"unknown store backend {backend!r}: expected one of {', '.join(BACKENDS)}")

@@ -23,6 +23,8 @@ the interface gives none.
 
 from __future__ import annotations
 
+import dataclasses
+
 from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -52,6 +54,10 @@ def _intake(text="Jalan rusak di Sangatta", priority=NORMAL, destinations=("lapo
                       external_id=external_id, received_at=received_at)
     category = "fire" if priority == EMERGENCY else "complaint"
     return Intake(message, Triage(priority, category, confidence=0.8, reasons=("rule:test",)), tuple(destinations))
+
+
+def _without_case(message):
+    return dataclasses.replace(message, case_id=None)
 
 
 class StoreContractTests:
@@ -107,11 +113,11 @@ class StoreContractTests:
         second = _intake("Lampu mati", HIGH, ("lapor",), external_id="e2")
         accepted = yield self.accept(first, second)
         self.assertEqual(len(accepted), 2)
-        self.assertEqual(accepted[0].message, first.message)
+        self.assertEqual(_without_case(accepted[0].message), first.message)
         self.assertEqual(accepted[0].triage, first.triage)
         self.assertFalse(accepted[0].duplicate)
         self.assertEqual([d.destination_id for d in accepted[0].deliveries], ["lapor", "webhook"])
-        self.assertEqual(accepted[1].message, second.message)
+        self.assertEqual(_without_case(accepted[1].message), second.message)
         self.assertEqual([d.destination_id for d in accepted[1].deliveries], ["lapor"])
         deliveries = accepted[0].deliveries + accepted[1].deliveries
         self.assertEqual(len({d.id for d in deliveries}), 3, "delivery ids must be unique")
@@ -147,10 +153,10 @@ class StoreContractTests:
         yield self.store.accept([Intake(message, triage, ("lapor",))])
         again = yield self.store.accept([Intake(message, triage, ("lapor",))])
         self.assertTrue(again[0].duplicate)
-        self.assertEqual(again[0].message, message)
+        self.assertEqual(again[0].message, dataclasses.replace(message, case_id=message.id))
         self.assertEqual(again[0].triage, triage)
         claimed = yield self.claim_all(HIGH, now=T0 + 1)
-        self.assertEqual(claimed[0].message, message)
+        self.assertEqual(claimed[0].message, again[0].message)
         self.assertEqual(claimed[0].triage, triage)
 
     # -- dedupe ------------------------------------------------------------------------------
@@ -531,6 +537,33 @@ class StoreContractTests:
         self.assertTrue(matched)
 
     # -- retention ---------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_cases_join_by_sender_channel_and_category(self):
+        first = yield self.accept_one(text="Tolong kebakaran", external_id="c1", received_at=T0, priority=EMERGENCY)
+        more = yield self.accept_one(text="apinya makin besar", external_id="c2", received_at=T0 + 600,
+                                     priority=EMERGENCY)
+        other_sender = yield self.accept_one(text="kebakaran", external_id="c3", received_at=T0 + 700,
+                                             sender="+6281299990000", priority=EMERGENCY)
+        other_matter = yield self.accept_one(text="jalan rusak", external_id="c4", received_at=T0 + 800,
+                                             priority=NORMAL)
+        self.assertEqual(first.message.case_id, first.message.id)
+        self.assertEqual(more.message.case_id, first.message.id)
+        self.assertEqual(more.message.ticket, first.message.ticket)
+        self.assertEqual(other_sender.message.case_id, other_sender.message.id)
+        self.assertEqual(other_matter.message.case_id, other_matter.message.id)
+        again = yield self.accept_one(text="ulang", external_id="c2", priority=EMERGENCY)
+        self.assertEqual((again.duplicate, again.message.case_id), (True, first.message.id))
+        claimed = yield self.claim_all(NORMAL, now=T0 + 1000)
+        self.assertEqual({d.message.case_id for d in claimed}, {other_matter.message.id})
+
+    @defer.inlineCallbacks
+    def test_case_closes_after_the_window(self):
+        first = yield self.accept_one(text="Tolong kebakaran", external_id="w1", received_at=T0)
+        later = yield self.accept_one(text="kebakaran lagi", external_id="w2", received_at=T0 + 5 * 3600)
+        much_later = yield self.accept_one(text="kebakaran lagi", external_id="w3", received_at=T0 + 12 * 3600)
+        self.assertEqual(later.message.case_id, first.message.id)
+        self.assertEqual(much_later.message.case_id, much_later.message.id, "6 hours after the case's last message")
 
     @defer.inlineCallbacks
     def test_prune_blanks_finished_old_messages(self):

@@ -109,6 +109,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX quarantine_received ON quarantine (received_at)",
         "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT)",
     )),
+    Migration(2, "cases: the thread of messages from one sender about one matter", (
+        """
+        CREATE TABLE cases (
+            id TEXT PRIMARY KEY,
+            channel_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            category TEXT NOT NULL,
+            opened_at REAL NOT NULL,
+            last_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX cases_open ON cases (channel_id, sender, category, last_at)",
+        "ALTER TABLE messages ADD COLUMN case_id TEXT",
+        "UPDATE messages SET case_id = id",
+        """
+        INSERT INTO cases (id, channel_id, sender, category, opened_at, last_at)
+        SELECT id, channel_id, sender, json_extract(triage, '$.category'), received_at, received_at FROM messages
+        """,
+        "CREATE INDEX messages_case ON messages (case_id)",
+    )),
 )
 
 

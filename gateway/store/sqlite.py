@@ -47,6 +47,7 @@ from gateway.message import (
     Triage,
     new_id,
 )
+from gateway.store import DEFAULT_CASE_WINDOW
 from gateway.store import migrations as _migrations
 
 log = Logger()
@@ -88,7 +89,7 @@ def _pruned_body(body: dict) -> dict:
         "id": body["id"], "channel_id": body["channel_id"], "channel_type": body["channel_type"],
         "external_id": body.get("external_id"), "sender": "", "sender_name": None, "text": "",
         "received_at": body["received_at"], "location": None, "media": [], "public": body.get("public", False),
-        "reply_to": None, "permalink": None, "extra": {},
+        "reply_to": None, "permalink": None, "extra": {}, "case_id": body.get("case_id"),
     }
 
 
@@ -119,6 +120,7 @@ class SQLiteStore:
 
     def __init__(self, path: str, reactor, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
                  max_batch: int = 500, min_free_bytes: int = 16 * 1024 * 1024,
+                 case_window: float = DEFAULT_CASE_WINDOW,
                  migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -129,6 +131,7 @@ class SQLiteStore:
         self._busy_timeout = busy_timeout
         self._max_batch = max(1, int(max_batch))
         self.min_free_bytes = int(min_free_bytes)
+        self.case_window = float(case_window)
         self._migrations = tuple(migrations)
         self._cond = threading.Condition()
         self._queue: list = []
@@ -319,10 +322,27 @@ class SQLiteStore:
             return defer.fail()
         now = self._reactor.seconds()
         urgent = any(intake.triage.priority == EMERGENCY for intake in intakes)
-        return self._submit("accept", lambda conn: self._accept(conn, prepared, now), urgent=urgent)
+        window = self.case_window
+        return self._submit("accept", lambda conn: self._accept(conn, prepared, now, window), urgent=urgent)
 
     @staticmethod
-    def _accept(conn, prepared, now):
+    def _case_for(conn, message, triage, window) -> str:
+        """The id of the case ``message`` joins (an open one, or a new one with its own id)."""
+        if window > 0:
+            row = conn.execute("SELECT id FROM cases WHERE channel_id = ? AND sender = ? AND category = ?"
+                               " AND last_at >= ? ORDER BY last_at DESC LIMIT 1",
+                               (message.channel_id, message.sender, triage.category,
+                                message.received_at - window)).fetchone()
+            if row is not None:
+                conn.execute("UPDATE cases SET last_at = max(last_at, ?) WHERE id = ?", (message.received_at, row[0]))
+                return row[0]
+        conn.execute("INSERT INTO cases (id, channel_id, sender, category, opened_at, last_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     (message.id, message.channel_id, message.sender, triage.category, message.received_at,
+                      message.received_at))
+        return message.id
+
+    @classmethod
+    def _accept(cls, conn, prepared, now, window):
         results = []
         for intake, body, triage_json, delivery_ids in prepared:
             message, triage = intake.message, intake.triage
@@ -336,12 +356,16 @@ class SQLiteStore:
                 results.append(Accepted(Message.from_json(json.loads(row[0])), Triage.from_json(json.loads(row[1])),
                                         duplicate=True))
                 continue
+            case_id = cls._case_for(conn, message, triage, window)
+            if case_id != message.case_id:
+                message = dataclasses.replace(message, case_id=case_id)
+                body = _dumps(message.to_json())
             conn.execute(
                 "INSERT INTO messages (id, channel_id, channel_type, external_id, sender, sender_name, text, body,"
-                " triage, priority, received_at, ticket) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " triage, priority, received_at, ticket, case_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (message.id, message.channel_id, message.channel_type, message.external_id, message.sender,
                  message.sender_name, message.text, body, triage_json, triage.priority, message.received_at,
-                 message.ticket))
+                 message.ticket, case_id))
             emergency = triage.priority == EMERGENCY
             state, attempts = ("in_flight", 1) if emergency else ("pending", 0)
             due = min(message.received_at, now)
