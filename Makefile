@@ -27,3 +27,10 @@ test: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) var build *.egg-info twisted/plugins/dropin.cache
+
+# End-to-end benchmark: `make bench` (a few minutes; updates BENCHMARKS.md and bench/results/latest.json),
+# `make bench QUICK=1` (seconds; checks that it runs), `make bench PROFILE=1` (adds a py-spy profile).
+.PHONY: bench
+bench: $(VENV)/.installed
+	$(if $(PROFILE),test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(if $(PROFILE),--profile 10)

@@ -1,0 +1,47 @@
+"""
+The ceiling for the benchmark: the most trivial twisted.web resource that answers the same POST
+the web channel gets (read the body, answer ``202`` with a small JSON body), on the same reactor,
+without an access log (as Siaga's site has none).
+
+    python bench/reference.py --port-file PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+
+class Accept(Resource):
+    isLeaf = True
+
+    def render_POST(self, request):
+        request.content.read()
+        request.setResponseCode(202)
+        request.setHeader(b"content-type", b"application/json")
+        return b'{"message_id": "00000000000000000000000000", "ticket": "WEB-000000"}'
+
+
+class QuietSite(Site):
+    def log(self, request):
+        pass
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--port-file", required=True)
+    args = parser.parse_args()
+    port = reactor.listenTCP(0, QuietSite(Accept()), interface="127.0.0.1", backlog=1024)
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(port.getHost().port))
+    os.replace(tmp, args.port_file)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
