@@ -155,6 +155,9 @@ DESTINATION_DISPATCH = (
     Option("breaker_reset", float, default=None, check=positive),
 )
 
+#: Top-level keys whose blocks are checked on their own.
+SECTIONS = ("store", "admin", "triage", "channels", "destinations", "routes", "dispatch", "replies")
+
 ROUTE_KEYS = ("when", "to", "continue")
 WHEN_KEYS = ("priority", "category", "channel")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -194,8 +197,12 @@ class _Checker:
             return out
         return value
 
-    def block(self, mapping, options, keypath, what="key", skip=()) -> Dict[str, Any]:
-        """Check ``mapping`` against ``options``; return the values with defaults filled in."""
+    def block(self, mapping, options, keypath, what="key", skip=(), sections=()) -> Dict[str, Any]:
+        """
+        Check ``mapping`` against ``options``; return the values with defaults filled in.
+        ``sections`` name keys holding blocks checked later on their own: their ``${ENV}``
+        references are resolved then (so a disabled channel's secrets need not be set).
+        """
         if mapping is None:
             mapping = yamlsource.LineDict()
         if not isinstance(mapping, dict):
@@ -219,6 +226,8 @@ class _Checker:
                     self.fail(mapping, file_key, self._join(keypath, file_key),
                               f"give either {option.name} or {file_key}, not both")
                 value = self._read_secret_file(mapping, file_key, self._join(keypath, file_key))
+            elif option.name in mapping and option.name in sections:
+                value = mapping[option.name]
             elif option.name in mapping:
                 value = self.interpolate(mapping, option.name, keyp, mapping[option.name])
             elif option.default is REQUIRED:
@@ -302,7 +311,7 @@ def parse_config(text: str, path: str, registry, environ: Mapping[str, str]) -> 
     if document is None:
         document = yamlsource.LineDict()
     checker = _Checker(path, environ)
-    top = checker.block(document, TOP_LEVEL, "", what="top-level key")
+    top = checker.block(document, TOP_LEVEL, "", what="top-level key", sections=SECTIONS)
     for i, endpoint in enumerate(top["listen"]):
         if not isinstance(endpoint, str):
             checker.fail(top["listen"], i, f"listen[{i}]", f"expected an endpoint string, got {endpoint!r}")
@@ -317,6 +326,10 @@ def parse_config(text: str, path: str, registry, environ: Mapping[str, str]) -> 
         checker.fail(top["admin"], "protect_status", "admin.protect_status", "needs admin.token to be set")
     dispatch = checker.block(top["dispatch"], DISPATCH, "dispatch")
     replies = checker.block(top["replies"], REPLIES, "replies")
+    for key in ("acknowledgement", "emergency_acknowledgement"):
+        problem = _template_problem(replies[key], ("ticket",))
+        if problem:
+            checker.fail(top["replies"], key, f"replies.{key}", problem)
 
     triage_block = top["triage"] or yamlsource.LineDict()
     classifier = triage_block.get("classifier", "rules")
@@ -328,9 +341,11 @@ def parse_config(text: str, path: str, registry, environ: Mapping[str, str]) -> 
     triage = PluginConfig(classifier, classifier, types.MappingProxyType(triage_options),
                           getattr(document, "lines", {}).get("triage", 0))
 
-    channels = _plugins(checker, top["channels"], "channels", registry.channels, "channel")
-    destinations = _plugins(checker, top["destinations"], "destinations", registry.destinations, "destination")
-    routes = _routes(checker, top["routes"], channels, destinations)
+    disabled_channels, disabled_destinations = set(), set()
+    channels = _plugins(checker, top["channels"], "channels", registry.channels, "channel", disabled_channels)
+    destinations = _plugins(checker, top["destinations"], "destinations", registry.destinations, "destination",
+                            disabled_destinations)
+    routes = _routes(checker, top["routes"], channels, destinations, disabled_channels, disabled_destinations)
 
     return GatewayConfig(
         path=path,
@@ -351,7 +366,8 @@ def parse_config(text: str, path: str, registry, environ: Mapping[str, str]) -> 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
-def _plugins(checker, section, keypath, types_, what) -> Tuple[PluginConfig, ...]:
+def _plugins(checker, section, keypath, types_, what, disabled: set) -> Tuple[PluginConfig, ...]:
+    """The enabled blocks of ``section``, checked; the names of disabled ones go into ``disabled``."""
     result = []
     for name, block in section.items():
         keyp = f"{keypath}.{name}"
@@ -369,6 +385,7 @@ def _plugins(checker, section, keypath, types_, what) -> Tuple[PluginConfig, ...
         if not isinstance(enabled, bool):
             checker.fail(block, "enabled", f"{keyp}.enabled", f"expected true or false, got {enabled!r}")
         if not enabled:
+            disabled.add(name)
             continue
         core_keys = ("type", "enabled", "dispatch", "citizen_update") if what == "destination" else ("type", "enabled")
         options = checker.block(block, types_[type_name].factory.options, keyp, skip=core_keys)
@@ -387,20 +404,28 @@ def _plugins(checker, section, keypath, types_, what) -> Tuple[PluginConfig, ...
     return tuple(result)
 
 
-def _template_problem(value) -> Optional[str]:
-    """Why ``value`` is not a usable ``citizen_update`` template, or None."""
+def _template_problem(value, fields=("ticket", "reference", "url", "destination")) -> Optional[str]:
+    """Why ``value`` is not a usable reply template with ``fields``, or None."""
     if not isinstance(value, str) or not value.strip():
         return f"expected a text, got {value!r}"
+    named = ", ".join("{" + f + "}" for f in fields)
     try:
-        value.format(ticket="", reference="", url="", destination="")
-    except (KeyError, IndexError, ValueError) as e:
-        return f"a template may use {{ticket}}, {{reference}}, {{url}} and {{destination}}; {e!s} is unknown"
+        value.format(**dict.fromkeys(fields, ""))
+    except KeyError as e:
+        return f"a template may use {named}; {e!s} is unknown (write {{{{ and }}}} for a brace)"
+    except (IndexError, ValueError) as e:
+        return f"not a usable template ({e}); it may use {named} (write {{{{ and }}}} for a brace)"
     return None
 
 
-def _routes(checker, routes, channels, destinations) -> Tuple[Route, ...]:
-    destination_names = _Names((d.name for d in destinations), "destination")
-    channel_names = _Names((c.name for c in channels), "channel")
+def _routes(checker, routes, channels, destinations, disabled_channels, disabled_destinations) -> Tuple[Route, ...]:
+    """
+    The route table. A route may name disabled channels and destinations: they are left out,
+    and a route left with no destination, or whose ``when.channel`` names only disabled
+    channels, is dropped, so that the routes after it decide instead.
+    """
+    destination_names = _Names(set(d.name for d in destinations) | disabled_destinations, "destination")
+    channel_names = _Names(set(c.name for c in channels) | disabled_channels, "channel")
     priorities = _Names(PRIORITIES, "priority")
     result = []
     for i, route in enumerate(routes):
@@ -426,5 +451,10 @@ def _routes(checker, routes, channels, destinations) -> Tuple[Route, ...]:
         cont = route.get("continue", False)
         if not isinstance(cont, bool):
             checker.fail(route, "continue", f"{keyp}.continue", f"expected true or false, got {cont!r}")
+        to = tuple(name for name in to if name not in disabled_destinations)
+        if "channel" in when:
+            when["channel"] = tuple(name for name in when["channel"] if name not in disabled_channels)
+        if not to or ("channel" in when and not when["channel"]):
+            continue
         result.append(Route(types.MappingProxyType(when), to, cont))
     return tuple(result)

@@ -352,7 +352,7 @@ class Dispatcher:
             return defer.succeed(None)
         breaker = self.breakers[delivery.destination_id]
         if not breaker.allow():
-            d = self.store.retry_later(delivery.id, "circuit breaker open", breaker.retry_at())
+            d = self.store.release(delivery.id, breaker.retry_at())
             d.addCallback(lambda _: self._schedule(delivery.priority))
             d.addErrback(self._store_failed, delivery)
             return d

@@ -182,6 +182,12 @@ class IStore(Interface):
     def retry_later(delivery_id, error, at):
         """Make an in-flight delivery pending again, due at ``at``, remembering ``error``."""
 
+    def release(delivery_id, at):
+        """
+        Make a claimed delivery pending again, due at ``at``, without counting the claim as an
+        attempt: it was never tried (its destination's circuit breaker was open).
+        """
+
     def dead_letter(delivery_id, error, now):
         """Move a delivery to dead letters with its last ``error``."""
 

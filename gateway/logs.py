@@ -54,7 +54,8 @@ def install(log_format: str = "text", publisher=globalLogPublisher, stream=None)
     """
     Put the scrubbing filter in front of every observer already on ``publisher`` (twistd's
     output), and with ``log_format="json"`` replace them with one JSON object per line on
-    ``stream`` (stdout by default). Called once, when the gateway starts.
+    ``stream`` (the process's standard output by default, as under ``twistd -n`` and systemd).
+    Called once, when the gateway starts.
     """
     current = list(getattr(publisher, "_observers", ()))
     for observer in current:
@@ -62,6 +63,8 @@ def install(log_format: str = "text", publisher=globalLogPublisher, stream=None)
             return
         publisher.removeObserver(observer)
     if log_format == "json":
-        current = [jsonFileLogObserver(stream or sys.stdout, recordSeparator="")]
+        # Not sys.stdout: under twistd that is redirected into the log itself, and writing the log
+        # to it would feed every line back in as a new event.
+        current = [jsonFileLogObserver(stream or sys.__stdout__, recordSeparator="")]
     for observer in current:
         publisher.addObserver(ScrubbingObserver(observer))

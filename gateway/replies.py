@@ -48,7 +48,8 @@ class DeliveryUpdates:
     """
     Tells the citizen where their report went. ``templates`` maps destination names to a text
     with ``{ticket}``, ``{reference}``, ``{url}`` and ``{destination}``; ``channels`` maps
-    channel names to channels. Call :meth:`delivered` when a delivery is done.
+    channel names to channels. Call :meth:`delivered` when a delivery is done. A channel with
+    ``can_send = False`` (one that cannot reach the citizen after its answer) is left out.
     """
 
     def __init__(self, store, channels: Mapping, templates: Mapping[str, str], clock):
@@ -62,6 +63,8 @@ class DeliveryUpdates:
         reference = getattr(receipt, "reference", None)
         channel = self.channels.get(delivery.message.channel_id)
         if not template or not reference or channel is None or not delivery.message.sender:
+            return None
+        if not getattr(channel, "can_send", True):
             return None
         text = template.format(ticket=delivery.message.ticket, reference=reference, url=receipt.url or "",
                                destination=delivery.destination_id).strip()

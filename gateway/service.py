@@ -234,12 +234,20 @@ class GatewayService(MultiService):
         except Exception:
             self.log.failure("Stopping {what} failed", what=what)
 
+    def degraded(self) -> Dict[str, str]:
+        """
+        ``{part: why}`` for destinations whose circuit breaker is open. The gateway still takes
+        messages in (they wait on disk), so this does not make it unready.
+        """
+        return {f"destination:{name}": f"circuit breaker {breaker.state}"
+                for name, breaker in self.dispatcher.breakers.items() if breaker.state != "closed"}
+
     def readiness(self) -> defer.Deferred:
-        """Fire with ``{part: problem}`` for every part that is not ready (empty when ready)."""
+        """
+        Fire with ``{part: problem}`` for every part that keeps the gateway from taking messages
+        in (empty when ready): the store cannot write, or a plugin has not started.
+        """
         problems = {key: value for key, value in self.state.items() if value != "ready"}
-        for name, breaker in self.dispatcher.breakers.items():
-            if breaker.state == "open":
-                problems[f"destination:{name}"] = "circuit breaker open"
         if self.state.get("store") != "ready":
             return defer.succeed(problems)
         d = self.store.check_writable()

@@ -178,6 +178,12 @@ class MemoryStore:
             row.state, row.error, row.next_attempt_at = "pending", error, at
         return defer.maybeDeferred(mark)
 
+    def release(self, delivery_id, at):
+        def mark():
+            row = self._row(delivery_id)
+            row.state, row.next_attempt_at, row.attempts = "pending", at, max(row.attempts - 1, 0)
+        return defer.maybeDeferred(mark)
+
     def dead_letter(self, delivery_id, error, now):
         def mark():
             row = self._row(delivery_id)

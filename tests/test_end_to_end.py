@@ -132,6 +132,35 @@ class EndToEndTests(TestCase):
         self.assertEqual((response.code, again), (202, first), "a redelivered report keeps its ticket")
 
 
+class JsonLogTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_json_lines_with_masked_numbers(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = write_config(directory, "http://127.0.0.1:9/unused", extra="log_format: json\n")
+        daemon = Daemon(path, directory, free_port(), env={"SINK_SECRET": SECRET})
+        daemon.start()
+        self.addCleanup(daemon.kill)
+        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        yield daemon.wait_ready(reactor, http)
+        response = yield http.post(daemon.url + "/channels/web/webhook",
+                                   json={"sender": "+6281234567890", "text": "Jalan rusak di Bengalon"})
+        self.assertEqual(response.code, 202)
+        yield response.content()
+        for _ in range(50):
+            if "Accepted" in daemon.log():
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        lines = [line for line in daemon.log().splitlines() if line.startswith("{")]
+        events = [json.loads(line) for line in lines]
+        accepted = [e for e in events if e.get("log_format", "").startswith("Accepted")]
+        self.assertEqual(len(accepted), 1, daemon.log())
+        self.assertEqual(accepted[0]["sender"], "**********7890")
+        self.assertNotIn("6281234567890", daemon.log())
+
+
 class BadConfigTests(SynchronousTestCase):
     def run_twistd(self, config_text, *extra):
         directory = os.path.abspath(self.mktemp())

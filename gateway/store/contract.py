@@ -323,6 +323,17 @@ class StoreContractTests:
         self.assertIsNone(due)
 
     @defer.inlineCallbacks
+    def test_release_does_not_count_an_attempt(self):
+        accepted = yield self.accept_one(external_id="rel")
+        [claimed] = yield self.claim_all()
+        self.assertEqual(claimed.attempt, 1)
+        yield self.store.release(claimed.id, T0 + 30)
+        nothing = yield self.claim_all(now=T0 + 29)
+        self.assertEqual(nothing, [])
+        [again] = yield self.claim_all(now=T0 + 30)
+        self.assertEqual((again.id, again.attempt), (accepted.deliveries[0].id, 1))
+
+    @defer.inlineCallbacks
     def test_dead_letter(self):
         accepted = yield self.accept_one(destinations=("lapor",))
         yield self.claim_all()

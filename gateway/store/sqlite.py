@@ -449,6 +449,13 @@ class SQLiteStore:
             "UPDATE deliveries SET state = 'pending', last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
             (None if error is None else str(error), at, self._reactor.seconds(), delivery_id), delivery_id)
 
+    def release(self, delivery_id, at):
+        return self._update(
+            "release",
+            "UPDATE deliveries SET state = 'pending', attempts = max(attempts - 1, 0), next_attempt_at = ?,"
+            " updated_at = ? WHERE id = ?",
+            (at, self._reactor.seconds(), delivery_id), delivery_id)
+
     def dead_letter(self, delivery_id, error, now):
         return self._update(
             "dead_letter",

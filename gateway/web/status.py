@@ -25,8 +25,10 @@ class Live(Resource):
 
 class Ready(Resource):
     """
-    200 when the store accepts writes, every enabled plugin has started and no circuit breaker
-    is open; otherwise 503 naming what is not ready.
+    200 when the store accepts writes and every enabled plugin has started; otherwise 503 naming
+    what is not ready. A destination whose circuit breaker is open is named under ``degraded``
+    without failing readiness: messages for it wait on disk, and taking messages in (above all
+    emergencies for other destinations) must go on.
     """
 
     isLeaf = True
@@ -40,8 +42,11 @@ class Ready(Resource):
         d = self.gateway.readiness()
 
         def answer(problems):
+            degraded = self.gateway.degraded()
             if problems:
-                write_json(request, 503, {"status": "not ready", "problems": problems})
+                write_json(request, 503, {"status": "not ready", "problems": problems, "degraded": degraded})
+            elif degraded:
+                write_json(request, 200, {"status": "degraded", "degraded": degraded})
             else:
                 write_json(request, 200, {"status": "ready"})
         d.addCallback(answer)

@@ -37,6 +37,7 @@ class WebChannel:
 
     channel_type = "web"
     sends_acknowledgements = False  # the ticket is in the HTTP answer itself
+    can_send = False  # and there is no way back to the citizen after it
     options = (
         Option("token", str, default=None, secret=True,
                doc="If set, posts need 'Authorization: Bearer <token>' (the form then cannot be used)."),

@@ -68,6 +68,28 @@ class GoodConfigTests(SynchronousTestCase):
         config = check("admin: {token: '${NOPE:-fallback}'}")
         self.assertEqual(config.admin["token"], "fallback")
 
+    def test_disabled_plugin_needs_no_secrets(self):
+        config = check("""
+            channels:
+              tg: {type: web, enabled: false, token: "${TELEGRAM_TOKEN}"}
+        """)
+        self.assertEqual(config.channels, ())
+
+    def test_routes_leave_disabled_destinations_out(self):
+        config = check("""
+            destinations:
+              cad: {type: outbox, path: /tmp/c, enabled: false}
+              notify: {type: outbox, path: /tmp/n}
+              outbox: {type: outbox, path: /tmp/o}
+            routes:
+              - when: {priority: emergency}
+                to: [cad]
+              - when: {priority: emergency}
+                to: [cad, notify]
+              - to: [outbox]
+        """)
+        self.assertEqual([r.to for r in config.routes], [("notify",), ("outbox",)])
+
     def test_disabled_plugin_is_skipped(self):
         config = check("""
             channels:
@@ -240,8 +262,13 @@ class BadConfigTests(SynchronousTestCase):
                 type: outbox
                 path: /tmp/x
                 citizen_update: "Nomor {tiket}"
-            """, "gw.yaml:5: destinations.lapor.citizen_update: a template may use {ticket}, {reference}, {url} "
-                 "and {destination}; 'tiket' is unknown")
+            """, "gw.yaml:5: destinations.lapor.citizen_update: a template may use {ticket}, {reference}, {url}, "
+                 "{destination}; 'tiket' is unknown (write {{ and }} for a brace)")
+
+    def test_stray_brace_in_acknowledgement(self):
+        self.assertError("replies:\n  acknowledgement: 'Tiket {ticket} :-}'\n",
+                         "gw.yaml:2: replies.acknowledgement: not a usable template (Single '}' encountered in format "
+                         "string); it may use {ticket} (write {{ and }} for a brace)")
 
     def test_protect_status_needs_token(self):
         self.assertError("admin: {protect_status: true}",

@@ -172,6 +172,8 @@ class DispatchTests(SynchronousTestCase):
         breaker = self.dispatcher.breakers["target"]
         self.assertEqual(breaker.state, "open")
         self.assertEqual(self.dispatcher.status()["breakers"]["target"], "open")
+        self.clock.advance(1.0)  # the retries come due while the breaker is open: put back, not tried
+        self.assertEqual([(r.state, r.attempts) for r in self.store.rows.values()], [("pending", 1)] * 3)
         self.target.failure = None
         self.clock.pump([30.0, 0.01])
         self.assertEqual(breaker.state, "closed")

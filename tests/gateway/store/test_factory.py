@@ -44,3 +44,11 @@ class MakeStoreTests(SynchronousTestCase):
     def test_unknown_backend(self):
         error = self.assertRaises(ValueError, make_store, "postgresql-ish", {}, task.Clock())
         self.assertIn("sqlite", str(error))
+
+    def test_case_window_reaches_both_stores(self):
+        from gateway.config import STORE
+        default = next(o.default for o in STORE if o.name == "case_window")
+        sqlite = make_store("sqlite", {"path": "x.db", "case_window": 60.0}, task.Clock())
+        memory = make_store("memory", {"case_window": 60.0}, task.Clock())
+        self.assertEqual((sqlite.case_window, memory.case_window), (60.0, 60.0))
+        self.assertEqual(make_store("memory", {}, task.Clock()).case_window, default)
