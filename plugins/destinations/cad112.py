@@ -13,13 +13,13 @@ Every request carries ``Idempotency-Key: <delivery id>``, the delivery id also b
 ``identifier`` / EIDO ``documentIdentification`` / JSON ``delivery_id``, and the authentication
 configured (bearer token, per target or shared; basic; or an API key header).
 
-Latency: a request whose kept-alive connection turns out to be closed is sent once more at once
-on a fresh connection (within the same deadline). With ``dedicated_pool`` (the default) and a real reactor and treq client, ``start()``
-opens a keep-alive connection pool of this destination's own (``max_persistent_per_host``
-connections per host) and warms it with a cheap request to each target (``warm_method``,
-``warm_path``; the answer is ignored). With a test client (``StubTreq``) or a reactor without
-TCP it uses the context's client as it is. Each request has a short deadline (``timeout``).
-"""
+Latency: a request whose kept-alive connection turns out to be closed is sent once more at once on
+a fresh connection (within the same deadline). With ``dedicated_pool`` (the default) and a real
+reactor and treq client, ``start()`` opens a keep-alive connection pool of this destination's own
+(``max_persistent_per_host`` connections per host) and warms it with a cheap request to each
+target (``warm_method``, ``warm_path``; the answer is ignored). With a test client (``StubTreq``)
+or a reactor without TCP it uses the context's client as it is. Each request has a short deadline
+(``timeout``). """
 
 from __future__ import annotations
 

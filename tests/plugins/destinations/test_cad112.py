@@ -103,7 +103,9 @@ class CapTests(SynchronousTestCase):
         delivery = full_delivery()
         root, headers, _ = self.deliver_cap(delivery, sender="siaga@kutaitimurkab.go.id")
         self.assertEqual(root.tag, f"{{{CAP_NAMESPACE}}}alert")
-        text = lambda path: root.findtext(path, namespaces=CAP)
+
+        def text(path):
+            return root.findtext(path, namespaces=CAP)
         self.assertEqual(text("cap:identifier"), delivery.id)
         self.assertEqual(headers["idempotency-key"], [delivery.id])
         self.assertEqual(text("cap:sender"), "siaga@kutaitimurkab.go.id")
