@@ -19,7 +19,8 @@ reactor and treq client, ``start()`` opens a keep-alive connection pool of this 
 (``max_persistent_per_host`` connections per host) and warms it with a cheap request to each
 target (``warm_method``, ``warm_path``; the answer is ignored). With a test client (``StubTreq``)
 or a reactor without TCP it uses the context's client as it is. Each request has a short deadline
-(``timeout``). """
+(``timeout``).
+"""
 
 from __future__ import annotations
 
