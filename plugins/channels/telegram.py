@@ -7,8 +7,10 @@ given to ``setWebhook`` in the ``X-Telegram-Bot-Api-Secret-Token`` header (regis
 address, the channel long-polls ``getUpdates`` itself and hands messages to the core through
 ``context.ingest``.
 
-Only ``message`` updates become messages; their ``update_id`` is the dedupe key. Replies go out
-through ``sendMessage`` with the bot token in the URL path, which is never logged.
+Only ``message`` updates become messages; their ``update_id`` is the dedupe key; photos,
+documents and voice notes are kept as ``Media(ref=file_id)`` and :meth:`TelegramChannel.fetch_media`
+downloads their bytes. Replies go out through ``sendMessage``. The bot token is part of every Bot
+API URL: it is never logged and never put in an error text.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
+import treq
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -40,6 +44,9 @@ from gateway.polling import CursorPoller
 from plugins.channels._channel_kit import masked, media_type, settings
 
 DEFAULT_API = "https://api.telegram.org"
+
+#: The largest file the public Bot API lets a bot download (getFile): 20 MiB.
+DEFAULT_MEDIA_MAX_BYTES = 20 * 1024 * 1024
 
 #: Telegram's own rule for a webhook secret: 1-256 of A-Z, a-z, 0-9, "_" and "-".
 _SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -75,7 +82,10 @@ class TelegramChannel:
                doc="The HTTPS URL of this channel's webhook, for 'siaga telegram set-webhook'."),
         Option("api_base_url", str, default=DEFAULT_API, check=http_url,
                doc="The Bot API server (a local telegram-bot-api server, or a test double)."),
-        Option("timeout", float, default=10.0, check=positive, doc="Seconds to wait for sendMessage."),
+        Option("timeout", float, default=10.0, check=positive,
+               doc="Seconds to wait for sendMessage, getFile and a media download."),
+        Option("media_max_bytes", int, default=DEFAULT_MEDIA_MAX_BYTES, check=positive,
+               doc="fetch_media() refuses files larger than this (20 MiB is the Bot API's own limit)."),
     )
 
     def __init__(self, name: str, options: Mapping[str, Any], context):
@@ -310,6 +320,91 @@ class TelegramChannel:
 
         d.addCallback(sent)
         return d
+
+    # -- media -------------------------------------------------------------------------------
+
+    def fetch_media(self, media, max_bytes: int | None = None) -> defer.Deferred:
+        """
+        The bytes of a file the citizen sent (``media.ref`` is its ``file_id``), refusing more
+        than ``max_bytes`` (by default the ``media_max_bytes`` option).
+
+        ``getFile`` resolves the file id to a ``file_path`` (and usually a ``file_size``, checked
+        before any download); the file is then fetched from ``{api}/file/bot<token>/<file_path>``
+        and the download is cut off as soon as it passes the limit. Fires with ``bytes``; fails
+        with :class:`PermanentDeliveryError` for a file that is too big, unknown or gone, and with
+        :class:`TemporaryDeliveryError` when Telegram could not be reached or answered 429/5xx.
+        No error text holds the bot token.
+        """
+        limit = max_bytes or self.config["media_max_bytes"]
+        d = self.call("getFile", {"file_id": media.ref}, timeout=self.config["timeout"])
+
+        def located(result):
+            path = result.get("file_path") if isinstance(result, dict) else None
+            if not isinstance(path, str) or not path:
+                raise PermanentDeliveryError("Telegram getFile: no file_path (the file cannot be downloaded)")
+            size = result.get("file_size")
+            if isinstance(size, int) and not isinstance(size, bool) and size > limit:
+                raise PermanentDeliveryError(f"Telegram file is {size} bytes, over the limit of {limit}")
+            return self._download(path, limit)
+
+        return d.addCallback(located)
+
+    def file_url(self, file_path: str) -> str:
+        """The download URL of a ``file_path`` from getFile. It holds the token: never log it."""
+        return f"{self.api}/file/bot{self.config['bot_token']}/{quote(file_path, safe='/')}"
+
+    def _download(self, file_path: str, limit: int) -> defer.Deferred:
+        d = self.http.get(self.file_url(file_path), unbuffered=True, timeout=self.config["timeout"],
+                          reactor=self.reactor)
+
+        def unreachable(failure):
+            raise TemporaryDeliveryError(f"Telegram file download: no answer ({type(failure.value).__name__})")
+
+        def read(response):
+            if not 200 <= response.code < 300:
+                response.deliverBody(_Discard())
+                error = error_for_status(response.code)
+                raise type(error)(f"Telegram file download: HTTP {response.code}", retry_after=error.retry_after)
+            length = response.length if isinstance(response.length, int) else None
+            if length is not None and length > limit:
+                response.deliverBody(_Discard())
+                raise PermanentDeliveryError(f"Telegram file is {length} bytes, over the limit of {limit}")
+            chunks = []
+            size = 0
+
+            def collect(data):
+                nonlocal size
+                size += len(data)
+                if size > limit:
+                    raise PermanentDeliveryError(f"Telegram file is over the limit of {limit} bytes")
+                chunks.append(data)
+
+            collected = treq.collect(response, collect)
+            collected.addErrback(_download_failed)
+            return collected.addCallback(lambda _: b"".join(chunks))
+
+        return d.addCallbacks(read, unreachable)
+
+
+def _download_failed(failure):
+    if failure.check(PermanentDeliveryError, TemporaryDeliveryError):
+        return failure
+    raise TemporaryDeliveryError(f"Telegram file download broke off ({type(failure.value).__name__})")
+
+
+class _Discard:
+    """A body protocol that drops what it is given (for a response we refuse to read)."""
+
+    def makeConnection(self, transport):
+        stop = getattr(transport, "stopProducing", None)
+        if stop is not None:
+            stop()
+
+    def dataReceived(self, data):
+        pass
+
+    def connectionLost(self, reason):
+        pass
 
 
 def _api_result(method: str, code: int, body: bytes):

@@ -1,6 +1,7 @@
 """
 Tests for the Telegram channel: webhook verification and parsing of real-shaped Updates,
-sendMessage and its errors, the long-polling loop and the set-webhook command.
+sendMessage and its errors, media downloads (getFile, then the file), the long-polling loop and
+the set-webhook command.
 """
 
 import argparse
@@ -508,6 +509,153 @@ class SetWebhookTests(SynchronousTestCase):
         commands = {}
         telegram.siaga_register_commands(lambda name, add, run: commands.setdefault(name, (add, run)))
         self.assertEqual(commands["telegram"], (_telegram_cli.add_arguments, _telegram_cli.run))
+
+
+class FileServer(Resource):
+    """
+    A Bot API double for media: answers ``getFile`` with ``file_path`` (and ``file_size`` when
+    given), or with ``get_file_error``; serves ``content`` at the file URL, or ``file_code``.
+    """
+
+    isLeaf = True
+
+    def __init__(self, content=b"\xff\xd8jpeg-bytes", file_size=None, file_code=200, get_file_error=None,
+                 file_path="photos/file_7.jpg", chunked=False):
+        super().__init__()
+        self.chunked = chunked
+        self.content = content
+        self.file_size = file_size
+        self.file_code = file_code
+        self.get_file_error = get_file_error
+        self.file_path = file_path
+        self.requests = []
+
+    def render(self, request):
+        self.requests.append((request.method, request.uri, request.content.read()))
+        request.setHeader(b"content-type", b"application/json")
+        if request.uri == f"/bot{TOKEN}/getFile".encode():
+            if self.get_file_error is not None:
+                code, body = self.get_file_error
+                request.setResponseCode(code)
+                return body
+            result = {"file_id": "AgACAgIAAxkBAAIC", "file_unique_id": "AQADx", "file_path": self.file_path}
+            if self.file_size is not None:
+                result["file_size"] = self.file_size
+            return json.dumps({"ok": True, "result": result}).encode()
+        if request.uri == f"/file/bot{TOKEN}/{self.file_path}".encode() and request.method == b"GET":
+            request.setResponseCode(self.file_code)
+            if self.file_code != 200:
+                return b'{"ok":false,"error_code":404,"description":"Not Found"}'
+            request.setHeader(b"content-type", b"image/jpeg")
+            if not self.chunked:
+                return self.content
+            for start in range(0, len(self.content), 512):
+                request.write(self.content[start:start + 512])
+            request.finish()
+            return NOT_DONE_YET
+        request.setResponseCode(404)
+        return b'{"ok":false,"error_code":404,"description":"Not Found"}'
+
+
+class FetchMediaTests(SynchronousTestCase):
+    def fetch(self, server, max_bytes=None, media=None, **options):
+        self.server = server
+        stub = StubTreq(server)
+        tg = channel(PluginContext(reactor=task.Clock(), http_client=stub), **options)
+        d = tg.fetch_media(media or Media("image", "AgACAgIAAxkBAAIC", "image/jpeg"), max_bytes)
+        stub.flush()
+        return d
+
+    def assertHidesToken(self, failure):
+        self.assertNotIn(TOKEN, failure.value.reason)
+        self.assertNotIn(TOKEN, str(failure.value))
+        self.assertNotIn(TOKEN.split(":")[1], failure.getTraceback())
+
+    def test_get_file_then_download(self):
+        d = self.fetch(FileServer(file_size=15))
+        self.assertEqual(self.successResultOf(d), b"\xff\xd8jpeg-bytes")
+        [(method, uri, body), (method2, uri2, _)] = self.server.requests
+        self.assertEqual((method, uri), (b"POST", f"/bot{TOKEN}/getFile".encode()))
+        self.assertEqual(json.loads(body), {"file_id": "AgACAgIAAxkBAAIC"})
+        self.assertEqual((method2, uri2), (b"GET", f"/file/bot{TOKEN}/photos/file_7.jpg".encode()))
+
+    def test_photo_from_an_update(self):
+        [message] = parse("photo.json").messages
+        d = self.fetch(FileServer(), media=message.media[0])
+        self.assertEqual(self.successResultOf(d), b"\xff\xd8jpeg-bytes")
+        self.assertEqual(json.loads(self.server.requests[0][2]), {"file_id": message.media[0].ref})
+
+    def test_declared_size_over_the_limit_is_refused_before_downloading(self):
+        failure = self.failureResultOf(self.fetch(FileServer(file_size=5000), max_bytes=1024),
+                                       PermanentDeliveryError)
+        self.assertIn("5000", failure.value.reason)
+        self.assertEqual(len(self.server.requests), 1, "only getFile, no download")
+        self.assertHidesToken(failure)
+
+    def test_actual_size_over_the_limit_is_refused(self):
+        failure = self.failureResultOf(self.fetch(FileServer(content=b"x" * 5000), max_bytes=1024),
+                                       PermanentDeliveryError)
+        self.assertIn("limit of 1024", failure.value.reason)
+        self.assertHidesToken(failure)
+
+    def test_undeclared_size_cut_off_while_reading(self):
+        """A body bigger than getFile said, without a Content-Length, is cut off by the counter."""
+        failure = self.failureResultOf(self.fetch(FileServer(content=b"y" * 5000, file_size=10, chunked=True),
+                                                  max_bytes=1024), PermanentDeliveryError)
+        self.assertEqual(failure.value.reason, "Telegram file is over the limit of 1024 bytes")
+
+    def test_chunked_download_within_the_limit(self):
+        d = self.fetch(FileServer(content=b"z" * 3000, chunked=True), max_bytes=4096)
+        self.assertEqual(self.successResultOf(d), b"z" * 3000)
+
+    def test_limit_defaults_to_the_option(self):
+        self.assertEqual(channel().config["media_max_bytes"], 20 * 1024 * 1024)
+        self.failureResultOf(self.fetch(FileServer(content=b"x" * 2048), media_max_bytes=1000), PermanentDeliveryError)
+        self.successResultOf(self.fetch(FileServer(content=b"x" * 900), media_max_bytes=1000))
+
+    def test_get_file_error_is_permanent(self):
+        body = b'{"ok": false, "error_code": 400, "description": "Bad Request: invalid file_id"}'
+        failure = self.failureResultOf(self.fetch(FileServer(get_file_error=(400, body))), PermanentDeliveryError)
+        self.assertIn("getFile", failure.value.reason)
+        self.assertIn("invalid file_id", failure.value.reason)
+        self.assertEqual(len(self.server.requests), 1)
+        self.assertHidesToken(failure)
+
+    def test_get_file_rate_limited_is_temporary(self):
+        failure = self.failureResultOf(self.fetch(FileServer(get_file_error=(429, data("too_many_requests.json")))),
+                                       TemporaryDeliveryError)
+        self.assertEqual(failure.value.retry_after, 17.0)
+
+    def test_no_file_path_is_permanent(self):
+        failure = self.failureResultOf(self.fetch(FileServer(file_path="")), PermanentDeliveryError)
+        self.assertIn("file_path", failure.value.reason)
+
+    def test_missing_file_is_permanent(self):
+        failure = self.failureResultOf(self.fetch(FileServer(file_code=404)), PermanentDeliveryError)
+        self.assertIn("HTTP 404", failure.value.reason)
+        self.assertHidesToken(failure)
+
+    def test_server_error_on_download_is_temporary(self):
+        failure = self.failureResultOf(self.fetch(FileServer(file_code=502)), TemporaryDeliveryError)
+        self.assertHidesToken(failure)
+
+    def test_unreachable_download_is_temporary_and_hides_the_token(self):
+        class NoFiles:
+            def post(self, *args, **kwargs):
+                return StubTreq(FileServer()).post(*args, **kwargs)
+
+            def get(self, url, **kwargs):
+                return defer.fail(ConnectionRefusedError(url))
+
+        tg = channel(PluginContext(reactor=task.Clock(), http_client=NoFiles()))
+        d = tg.fetch_media(Media("image", "AgACAgIAAxkBAAIC", "image/jpeg"))
+        failure = self.failureResultOf(d, TemporaryDeliveryError)
+        self.assertHidesToken(failure)
+
+    def test_media_max_bytes_is_checked(self):
+        option = {o.name: o for o in TelegramChannel.options}["media_max_bytes"]
+        self.assertIsNone(option.problem(1024))
+        self.assertIsNotNone(option.problem(0))
 
 
 class RegistrationTests(SynchronousTestCase):
