@@ -43,6 +43,7 @@ class PluginConfig:
     line: int = 0
     dispatch: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     citizen_update: Optional[str] = None
+    citizen_status_update: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +158,9 @@ DESTINATION_DISPATCH = (
 
 #: Top-level keys whose blocks are checked on their own.
 SECTIONS = ("store", "admin", "triage", "channels", "destinations", "routes", "dispatch", "replies")
+
+#: Keys of a destination's block that the core reads itself (the rest are the plugin's).
+DESTINATION_CORE_KEYS = ("dispatch", "citizen_update", "citizen_status_update")
 
 ROUTE_KEYS = ("when", "to", "continue")
 WHEN_KEYS = ("priority", "category", "channel")
@@ -387,24 +391,29 @@ def _plugins(checker, section, keypath, types_, what, disabled: set) -> Tuple[Pl
         if not enabled:
             disabled.add(name)
             continue
-        core_keys = ("type", "enabled", "dispatch", "citizen_update") if what == "destination" else ("type", "enabled")
+        core_keys = ("type", "enabled") + (DESTINATION_CORE_KEYS if what == "destination" else ())
         options = checker.block(block, types_[type_name].factory.options, keyp, skip=core_keys)
         dispatch = {}
         if what == "destination" and "dispatch" in block:
             given = checker.block(block["dispatch"], DESTINATION_DISPATCH, f"{keyp}.dispatch")
             dispatch = {key: value for key, value in given.items() if value is not None}
-        update = None
-        if what == "destination" and "citizen_update" in block:
-            update = checker.interpolate(block, "citizen_update", f"{keyp}.citizen_update", block["citizen_update"])
-            problem = _template_problem(update)
-            if problem:
-                checker.fail(block, "citizen_update", f"{keyp}.citizen_update", problem)
+        templates = {}
+        for key, fields in (("citizen_update", _RECEIPT_FIELDS), ("citizen_status_update", _STATUS_FIELDS)):
+            if what == "destination" and key in block:
+                templates[key] = checker.interpolate(block, key, f"{keyp}.{key}", block[key])
+                problem = _template_problem(templates[key], fields)
+                if problem:
+                    checker.fail(block, key, f"{keyp}.{key}", problem)
         result.append(PluginConfig(name, type_name, types.MappingProxyType(options), section.lines.get(name, 0),
-                                   types.MappingProxyType(dispatch), update))
+                                   types.MappingProxyType(dispatch), **templates))
     return tuple(result)
 
 
-def _template_problem(value, fields=("ticket", "reference", "url", "destination")) -> Optional[str]:
+_RECEIPT_FIELDS = ("ticket", "reference", "url", "destination")
+_STATUS_FIELDS = ("ticket", "destination", "status")
+
+
+def _template_problem(value, fields=_RECEIPT_FIELDS) -> Optional[str]:
     """Why ``value`` is not a usable reply template with ``fields``, or None."""
     if not isinstance(value, str) or not value.strip():
         return f"expected a text, got {value!r}"

@@ -73,3 +73,8 @@ def siaga_delivered(delivery, receipt):
 @hookspec
 def siaga_dead_lettered(delivery, error):
     """A delivery failed for good (permanent error, or out of attempts); ``error`` is a text."""
+
+
+@hookspec
+def siaga_status_changed(delivery, status):
+    """A destination reported a new status (a text) for the case it took as ``delivery``."""

@@ -115,6 +115,26 @@ class IDestination(Interface):
         """
 
 
+class IStatusSource(Interface):
+    """
+    A destination that can also say how the cases it took are getting on (LAPOR!'s status of a
+    report). Optional: a destination providing it is polled every ``status_interval`` seconds
+    for each delivery it took with a receipt reference, until the status is one of
+    ``final_statuses``. A change is recorded, announced through the ``siaga_status_changed``
+    hook and, with ``citizen_status_update`` configured, told to the citizen.
+    """
+
+    status_interval = Attribute("Seconds between polls; 0 or None turns polling off.")
+    final_statuses = Attribute("Statuses (compared case-insensitively) after which polling stops.")
+
+    def poll_status(reference):
+        """
+        Fire with the current status text of the case the destination knows as ``reference``
+        (a receipt's reference), or None when it has none yet. Fail on a transport or protocol
+        error: the poller logs it and asks again next time.
+        """
+
+
 class IClassifier(Interface):
     """
     Decides how urgent a message is. The rule engine is the default; an integrator can add one
@@ -190,6 +210,19 @@ class IStore(Interface):
 
     def dead_letter(delivery_id, error, now):
         """Move a delivery to dead letters with its last ``error``."""
+
+    def tracked(destination_id, limit=100):
+        """
+        Fire with up to ``limit`` :class:`gateway.message.Tracked`: delivered deliveries of
+        ``destination_id`` that carry a receipt reference and whose status is not final, the
+        least recently checked first.
+        """
+
+    def record_status(delivery_id, status, final, now):
+        """
+        Remember a delivered delivery's remote ``status`` (``final``: stop tracking it) and when
+        it was checked. Fires with True when the status differs from the one recorded before.
+        """
 
     def dead_letters(destination_id=None, limit=100):
         """Fire with a list of :class:`gateway.message.DeadLetter`, newest first."""

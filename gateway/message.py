@@ -294,3 +294,12 @@ class DeadLetter:
     error: str
     attempts: int
     failed_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Tracked:
+    """A delivery whose case a destination can report on: its reference and last known status."""
+
+    delivery: Delivery
+    reference: str
+    status: Optional[str] = None

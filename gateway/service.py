@@ -26,6 +26,7 @@ from gateway.ingest import Ingest
 from gateway.metrics import Metrics
 from gateway.plugins import Registry
 from gateway.replies import DeliveryUpdates
+from gateway.status_poll import StatusPolling
 from gateway.web.root import Root
 
 #: Seconds between retention runs.
@@ -126,12 +127,16 @@ class GatewayService(MultiService):
                                                           self._context(plugin.name, http_client_factory))
             self.state[f"destination:{plugin.name}"] = "starting"
 
-        self.updates = DeliveryUpdates(self.store, self.channels,
-                                       {d.name: d.citizen_update for d in config.destinations if d.citizen_update},
-                                       reactor)
+        self.updates = DeliveryUpdates(
+            self.store, self.channels,
+            {d.name: d.citizen_update for d in config.destinations if d.citizen_update}, reactor,
+            status_templates={d.name: d.citizen_status_update for d in config.destinations
+                              if d.citizen_status_update},
+            hook=hook)
         self.dispatcher = Dispatcher(self.store, self.destinations, reactor, config.dispatch, self.metrics, hook,
                                      overrides={d.name: d.dispatch for d in config.destinations},
                                      on_delivered=self.updates.delivered)
+        self.status_polling = StatusPolling(self.store, self.destinations, reactor, self.updates.status_changed)
         self.ingest = Ingest(self.store, self.classifier, config.routes, self.dispatcher, reactor, self.metrics,
                              channels=self.channels, replies=config.replies, hook=hook)
         self.root = Root(self)
@@ -184,6 +189,7 @@ class GatewayService(MultiService):
         yield self.dispatcher.start()
         self.ingest.open = True
         self._start_retention()
+        self.status_polling.start()
         for name, channel in self.channels.items():
             yield self._start_plugin(f"channel:{name}", channel)
         self.log.info("Siaga ready")
@@ -221,6 +227,7 @@ class GatewayService(MultiService):
         yield defer.maybeDeferred(super().stopService)
         for name, channel in self.channels.items():
             yield self._quietly(channel.stop, f"channel {name}")
+        yield self._quietly(self.status_polling.stop, "status polling")
         yield self._quietly(self.dispatcher.stop, "dispatch")
         for name, destination in self.destinations.items():
             yield self._quietly(destination.stop, f"destination {name}")

@@ -43,6 +43,7 @@ from gateway.message import (
     Message,
     Parsed,
     Receipt,
+    Tracked,
     Triage,
     new_id,
 )
@@ -59,6 +60,9 @@ class _Row:
     error: Optional[str] = None
     receipt: Optional[Receipt] = None
     failed_at: Optional[float] = None
+    status: Optional[str] = None
+    status_final: bool = False
+    status_checked: float = 0.0
 
 
 @implementer(IStore)
@@ -189,6 +193,21 @@ class MemoryStore:
             row = self._row(delivery_id)
             row.state, row.error, row.failed_at = "dead", error, now
         return defer.maybeDeferred(mark)
+
+    def tracked(self, destination_id, limit=100):
+        rows = [r for r in self.rows.values()
+                if r.state == "delivered" and r.delivery.destination_id == destination_id
+                and r.receipt is not None and r.receipt.reference and not r.status_final]
+        rows.sort(key=lambda r: (r.status_checked, r.delivery.id))
+        return defer.succeed([Tracked(r.delivery, r.receipt.reference, r.status) for r in rows[:limit]])
+
+    def record_status(self, delivery_id, status, final, now):
+        def record():
+            row = self._row(delivery_id)
+            changed = status != row.status
+            row.status, row.status_final, row.status_checked = status, bool(final), now
+            return changed
+        return defer.maybeDeferred(record)
 
     def dead_letters(self, destination_id=None, limit=100):
         rows = [r for r in self.rows.values() if r.state == "dead"

@@ -334,6 +334,30 @@ class StoreContractTests:
         self.assertEqual((again.id, again.attempt), (accepted.deliveries[0].id, 1))
 
     @defer.inlineCallbacks
+    def test_tracked_and_status(self):
+        filed = yield self.accept_one(external_id="t1", destinations=("lapor", "outbox"))
+        unfiled = yield self.accept_one(external_id="t2", destinations=("lapor",))
+        waiting = yield self.accept_one(external_id="t3", destinations=("lapor",))
+        claimed = {d.id: d for d in (yield self.claim_all())}
+        lapor, outbox = filed.deliveries
+        yield self.store.delivered(lapor.id, Receipt(reference="TRK-1"), T0 + 1)
+        yield self.store.delivered(outbox.id, Receipt(reference="line-1"), T0 + 1)
+        yield self.store.delivered(unfiled.deliveries[0].id, Receipt(), T0 + 1)
+        self.assertIn(waiting.deliveries[0].id, claimed)
+        tracked = yield self.store.tracked("lapor")
+        self.assertEqual([(t.delivery.id, t.reference, t.status) for t in tracked], [(lapor.id, "TRK-1", None)])
+        self.assertEqual(tracked[0].delivery.message.text, filed.message.text)
+        changed = yield self.store.record_status(lapor.id, "Diproses", False, T0 + 2)
+        self.assertTrue(changed)
+        again = yield self.store.record_status(lapor.id, "Diproses", False, T0 + 3)
+        self.assertFalse(again)
+        [still] = yield self.store.tracked("lapor")
+        self.assertEqual(still.status, "Diproses")
+        yield self.store.record_status(lapor.id, "Selesai", True, T0 + 4)
+        done = yield self.store.tracked("lapor")
+        self.assertEqual(done, [])
+
+    @defer.inlineCallbacks
     def test_dead_letter(self):
         accepted = yield self.accept_one(destinations=("lapor",))
         yield self.claim_all()

@@ -129,6 +129,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         "CREATE INDEX messages_case ON messages (case_id)",
     )),
+    Migration(3, "the remote status of delivered cases (LAPOR! status polling)", (
+        "ALTER TABLE deliveries ADD COLUMN remote_status TEXT",
+        "ALTER TABLE deliveries ADD COLUMN remote_final INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN remote_checked_at REAL NOT NULL DEFAULT 0",
+        "CREATE INDEX deliveries_tracked ON deliveries (destination_id, state, remote_final, remote_checked_at)",
+    )),
 )
 
 

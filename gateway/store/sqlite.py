@@ -44,6 +44,7 @@ from gateway.message import (
     DeadLetter,
     Delivery,
     Message,
+    Tracked,
     Triage,
     new_id,
 )
@@ -461,6 +462,25 @@ class SQLiteStore:
             "dead_letter",
             "UPDATE deliveries SET state = 'dead', last_error = ?, failed_at = ?, updated_at = ? WHERE id = ?",
             (None if error is None else str(error), now, now, delivery_id), delivery_id)
+
+    def tracked(self, destination_id, limit=100):
+        def select(conn):
+            sql = (f"SELECT {_DELIVERY_COLUMNS}, d.receipt_reference, d.remote_status FROM deliveries d"
+                   " JOIN messages m ON m.id = d.message_id WHERE d.destination_id = ? AND d.state = 'delivered'"
+                   " AND d.remote_final = 0 AND d.receipt_reference IS NOT NULL AND d.receipt_reference != ''"
+                   " ORDER BY d.remote_checked_at, d.id LIMIT ?")
+            return [Tracked(_delivery(row), row[5], row[6]) for row in conn.execute(sql, (destination_id, limit))]
+        return self._submit("tracked", select)
+
+    def record_status(self, delivery_id, status, final, now):
+        def record(conn):
+            row = conn.execute("SELECT remote_status FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            if row is None:
+                raise KeyError(delivery_id)
+            conn.execute("UPDATE deliveries SET remote_status = ?, remote_final = ?, remote_checked_at = ? WHERE id = ?",
+                         (status, 1 if final else 0, now, delivery_id))
+            return row[0] != status
+        return self._submit("record_status", record)
 
     def dead_letters(self, destination_id=None, limit=100):
         def select(conn):

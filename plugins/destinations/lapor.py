@@ -18,6 +18,12 @@ The tracking id becomes ``Receipt(reference=tracking_id, url=tracking_url)``: th
 the case's ticket. A 2xx answer without a tracking id is a permanent error (someone must look:
 resending could file the complaint twice).
 
+With ``status_url`` and a positive ``status_interval``, the destination also reports how each
+filed complaint is getting on (:class:`gateway.interfaces.IStatusSource`): it ``GET``s
+``status_url`` with ``{tracking_id}`` replaced and reads the status at ``status_path`` of the
+JSON answer (or the first element of that name in an XML answer); a 404 means "no status yet".
+The core polls it until the status is one of ``final_statuses``.
+
 The citizen may ask for confidentiality: ``#rahasia`` (the report is hidden from the public) and
 ``#anonim`` (the reporter's identity is withheld: the pelapor fields are sent blank), anywhere in
 the text, any case. The hashtags are removed from the text sent. Every request carries
@@ -29,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from urllib.parse import quote
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -36,7 +43,7 @@ from zope.interface import implementer
 
 from gateway.errors import PermanentDeliveryError
 from gateway.hookspecs import hookimpl
-from gateway.interfaces import IDestination
+from gateway.interfaces import IDestination, IStatusSource
 from gateway.message import Receipt
 from gateway.options import Option, http_url, positive
 
@@ -175,7 +182,28 @@ def legacy_reply(body: bytes) -> tuple[str | None, str | None]:
     return (tracking.group(1) if tracking else None), (transaction.group(1) if transaction else None)
 
 
-@implementer(IDestination)
+def _non_negative(value):
+    return None if value >= 0 else f"expected a number of 0 or more, got {value!r}"
+
+
+def status_from(body: bytes, path: str):
+    """The status at ``path`` (dotted) of a JSON answer, or of the element named by its last part in XML."""
+    try:
+        found = dig(json.loads(body), path)
+    except ValueError:
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError:
+            return None
+        name = path.rsplit(".", 1)[-1].lower()
+        found = next((node.text for node in root.iter()
+                      if node.tag.rsplit("}", 1)[-1].lower() == name and (node.text or "").strip()), None)
+    if found in (None, "") or isinstance(found, (dict, list)):
+        return None
+    return str(found).strip()
+
+
+@implementer(IDestination, IStatusSource)
 class LaporDestination:
     """A complaint to SP4N-LAPOR! over an agency's configured contract; see the module docstring."""
 
@@ -199,6 +227,14 @@ class LaporDestination:
                doc="http: the JSON body with {placeholders}; default a generic complaint document."),
         Option("response_path", str, default="tracking_id",
                doc="http: dotted path to the tracking id in the JSON answer, e.g. data.tracking_id."),
+        Option("status_url", str, default=None, check=http_url,
+               doc="Where a report's status is read; {tracking_id} is replaced. Unset: no status polling."),
+        Option("status_path", str, default="status",
+               doc="Dotted path to the status in the JSON answer (or the element name in XML)."),
+        Option("status_interval", float, default=0.0, check=_non_negative,
+               doc="Seconds between status polls of open reports; 0 turns polling off."),
+        Option("final_statuses", list, default=["selesai", "ditutup", "diarsipkan"],
+               doc="Statuses (any case) after which a report is no longer polled."),
     ) + AUTH_OPTIONS
 
     def __init__(self, name, options, context):
@@ -207,6 +243,8 @@ class LaporDestination:
         self.config = with_defaults(self.options, options, f"destination {name}")
         self.topics = dict(self.config["topics"] or {})
         self.body_template = self.config["body_template"] or DEFAULT_BODY
+        self.status_interval = self.config["status_interval"] if self.config["status_url"] else 0.0
+        self.final_statuses = tuple(str(s) for s in self.config["final_statuses"] or ())
 
     def start(self):
         return None
@@ -305,6 +343,21 @@ class LaporDestination:
                  destination=self.name, delivery_id=delivery.id, tracking_id=tracking, target=origin(self.config["url"]))
         return Receipt(reference=tracking, url=self.config["tracking_url"].replace("{tracking_id}", tracking),
                        detail=f"transaksiid {transaction}" if transaction else None)
+
+
+    # -- status
+
+    def poll_status(self, reference):
+        url = self.config["status_url"].replace("{tracking_id}", quote(reference, safe=""))
+        headers = dict(auth_headers(self.config))
+        d = send(self.context.http_client, self.context.reactor, "GET", url, headers, None, self.config["timeout"])
+
+        def read(answer):
+            if answer.code == 404:
+                return None
+            raise_for_status(answer)
+            return status_from(answer.body, self.config["status_path"])
+        return d.addCallback(read)
 
 
 @hookimpl

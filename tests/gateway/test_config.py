@@ -265,6 +265,16 @@ class BadConfigTests(SynchronousTestCase):
             """, "gw.yaml:5: destinations.lapor.citizen_update: a template may use {ticket}, {reference}, {url}, "
                  "{destination}; 'tiket' is unknown (write {{ and }} for a brace)")
 
+    def test_status_update_template_fields(self):
+        self.assertError("""\
+            destinations:
+              lapor:
+                type: outbox
+                path: /tmp/x
+                citizen_status_update: "Status {ticket}: {reference}"
+            """, "gw.yaml:5: destinations.lapor.citizen_status_update: a template may use {ticket}, {destination}, "
+                 "{status}; 'reference' is unknown (write {{ and }} for a brace)")
+
     def test_stray_brace_in_acknowledgement(self):
         self.assertError("replies:\n  acknowledgement: 'Tiket {ticket} :-}'\n",
                          "gw.yaml:2: replies.acknowledgement: not a usable template (Single '}' encountered in format "
