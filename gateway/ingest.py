@@ -67,7 +67,10 @@ class Ingest:
 
     def _accepted(self, accepted: List[Accepted], started: float, acknowledge: bool) -> List[Accepted]:
         now = self.clock.seconds()
-        self.dispatcher.submit(accepted)
+        # Emergencies go out before any bookkeeping; the rest after it (they wait on disk anyway).
+        emergencies = [item for item in accepted if item.triage.priority == EMERGENCY]
+        if emergencies:
+            self.dispatcher.submit(emergencies)
         for item in accepted:
             message = item.message
             self.metrics.received(message.channel_id, now, duplicate=item.duplicate)
@@ -84,6 +87,7 @@ class Ingest:
             self._observe("siaga_message_accepted", message=message, triage=item.triage)
             if acknowledge and self.replies.get("acknowledge", True):
                 self._acknowledge(item)
+        self.dispatcher.submit([item for item in accepted if item.triage.priority != EMERGENCY])
         return accepted
 
     def _acknowledge(self, item: Accepted) -> None:

@@ -118,3 +118,12 @@ class HookDocumentationTests(SynchronousTestCase):
         self.assertGreaterEqual(len(specs), 8)
         for spec in specs:
             self.assertTrue((spec.__doc__ or "").strip(), f"{spec.__name__} has no docstring")
+
+    def test_every_hookspec_is_in_the_plugin_guide(self):
+        import os
+        guide = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "plugins.md")
+        with open(guide, encoding="utf-8") as f:
+            text = f.read()
+        for name, _ in inspect.getmembers(hookspecs, inspect.isfunction):
+            if name.startswith("siaga_"):
+                self.assertIn(f"`{name}(", text, f"{name} is not in docs/plugins.md")

@@ -55,10 +55,12 @@ def registry():
 class GatewayFixture:
     """A started GatewayService on a memory reactor and store, spoken to through StubTreq."""
 
-    def make_gateway(self, text=CONFIG):
+    def make_gateway(self, text=CONFIG, plugins=()):
         self.reactor = MemoryReactorClock()
         self.reactor.advance(time.time())  # messages are stamped with the wall clock
         reg, pm = registry()
+        for plugin in plugins:
+            pm.register(plugin)
         config = parse_config(textwrap.dedent(text), "test.yaml", reg, {})
         self.store = MemoryStore(clock=self.reactor)
         self.gateway = GatewayService(config, self.reactor, reg, hook=pm.hook, store=self.store,
@@ -292,3 +294,39 @@ class RetentionTests(GatewayFixture, SynchronousTestCase):
         self.reactor.advance(86400)
         [(pruned, _)] = self.store.messages.values()
         self.assertEqual((pruned.id, pruned.text, pruned.sender), (message.id, "", ""))
+
+
+class ObserverHookTests(GatewayFixture, SynchronousTestCase):
+    def test_observer_hooks_called(self):
+        from gateway.hookspecs import hookimpl
+        calls = []
+
+        class Recorder:
+            @hookimpl
+            def siaga_message_triaged(self, message, triage):
+                calls.append(("triaged", triage.priority))
+
+            @hookimpl
+            def siaga_message_accepted(self, message, triage):
+                calls.append(("accepted", message.text))
+
+            @hookimpl
+            def siaga_delivered(self, delivery, receipt):
+                calls.append(("delivered", delivery.destination_id, receipt.reference))
+
+            @hookimpl
+            def siaga_dead_lettered(self, delivery, error):
+                calls.append(("dead", delivery.destination_id, error))
+
+        self.make_gateway(plugins=[Recorder()])
+        self.request("POST", "/channels/web/webhook", {"sender": "1", "text": "Jalan rusak", "id": "x"})
+        self.request("POST", "/channels/web/webhook", {"sender": "1", "text": "Jalan rusak", "id": "x"})
+        self.gateway.destinations["cad"].failure = PermanentDeliveryError("refused")
+        self.request("POST", "/channels/web/webhook", {"sender": "2", "text": "Kebakaran! tolong"})
+        self.assertEqual(calls[:4], [
+            ("triaged", "normal"), ("accepted", "Jalan rusak"), ("delivered", "lapor", "LAPOR-1"),
+            ("triaged", "normal"),  # the duplicate is triaged, not accepted again
+        ])
+        # An emergency is handed to dispatch before the bookkeeping: here (in memory) it fails first.
+        self.assertEqual(calls[4:], [("triaged", "emergency"), ("dead", "cad", "refused"),
+                                     ("accepted", "Kebakaran! tolong")])
