@@ -29,8 +29,9 @@ clean:
 	rm -rf $(VENV) var build *.egg-info twisted/plugins/dropin.cache
 
 # End-to-end benchmark: `make bench` (a few minutes; updates BENCHMARKS.md and bench/results/latest.json),
-# `make bench QUICK=1` (seconds; checks that it runs), `make bench PROFILE=1` (adds a py-spy profile).
+# `make bench QUICK=1` (seconds; checks that it runs), `make bench PROFILE=1` (adds a py-spy profile),
+# `make bench REV=HEAD` (the daemon runs that git revision instead of the working tree).
 .PHONY: bench
 bench: $(VENV)/.installed
 	$(if $(PROFILE),test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy)
-	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(if $(PROFILE),--profile 10)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(if $(PROFILE),--profile 10) $(if $(REV),--rev $(REV))

@@ -280,12 +280,18 @@ class Bench:
         self.s = QUICK if args.quick else FULL
         self.directory = tempfile.mkdtemp(prefix="siaga-bench-")
         self.procs = []
+        self.source = None
+        if args.rev:
+            self.source = export(args.rev, os.path.join(self.directory, "src"))
+            sys.path.insert(0, self.source)
         self.normal_expected = 0   # ordinary reports accepted so far: what the lapor sink must get
         self.result = {}
 
     # the pieces
 
     def spawn(self, name, argv, env=None):
+        if self.source and env is None:
+            env = {"PYTHONPATH": self.source}
         proc = Proc(name, argv, self.directory, env)
         self.procs.append(proc)
         return proc
@@ -508,7 +514,7 @@ class Bench:
 
     def run(self):
         s = self.s
-        self.result["machine"] = machine()
+        self.result["machine"] = machine(self.args.rev)
         self.result["settings"] = dict(s, quick=self.args.quick, command=command_line(self.args))
         log("triage")
         self.result["triage"] = triage_figures(self.args.quick)
@@ -599,7 +605,16 @@ def targets(r):
     return [{"target": name, "value": value, "met": bool(value is not None and ok(value))} for name, value, ok in rows]
 
 
-def machine():
+def export(rev, directory):
+    """The tree of git revision ``rev`` unpacked into ``directory`` (the daemon then runs that code)."""
+    os.makedirs(directory)
+    archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=ROOT, capture_output=True, check=True,
+                             timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True, timeout=60)
+    return directory
+
+
+def machine(rev=None):
     import twisted
     model = ""
     try:
@@ -608,8 +623,11 @@ def machine():
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+        commit = subprocess.run(["git", "rev-parse", "--short", rev or "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
+        if rev is None and subprocess.run(["git", "status", "--porcelain", "--", "gateway", "plugins"], cwd=ROOT,
+                                          capture_output=True, text=True, timeout=10).stdout.strip():
+            commit += "+uncommitted"
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
@@ -619,7 +637,8 @@ def machine():
 
 
 def command_line(args):
-    return "make bench QUICK=1" if args.quick else "make bench" + (" PROFILE=1" if args.profile else "")
+    words = ["make bench"] + (["QUICK=1"] if args.quick else []) + (["PROFILE=1"] if args.profile else [])
+    return " ".join(words + ([f"REV={args.rev}"] if args.rev else []))
 
 
 # -- BENCHMARKS.md ------------------------------------------------------------------------------
@@ -704,6 +723,8 @@ def main(argv=None):
     parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="also profile the daemon with py-spy under a 90%% flood for SECONDS")
+    parser.add_argument("--rev", help="run the daemon on this git revision (exported to the temporary directory) "
+                                      "instead of the working tree")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = parser.parse_args(argv)
     output = args.output or str(BENCH / "results" / ("quick.json" if args.quick else "latest.json"))
