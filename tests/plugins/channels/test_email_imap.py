@@ -604,7 +604,7 @@ class ImapConfigTests(SynchronousTestCase):
             return EmailChannel("surel", imap_options(**more), context).imap.endpoint()
 
         self.assertIsInstance(endpoint(imap_tls="starttls"), HostnameEndpoint)
-        self.assertNotIsInstance(endpoint(), HostnameEndpoint, "implicit TLS wraps the TCP endpoint")
+        self.assertNotIsInstance(endpoint(), HostnameEndpoint)  # implicit TLS wraps the TCP endpoint
 
 
 class PiecesTests(SynchronousTestCase):
