@@ -25,7 +25,7 @@ import os
 import re
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 
 from gateway.message import Media, Message
 from plugins.channels._mail_html import html_to_text
@@ -119,6 +119,26 @@ def _attachments(mail: EmailMessage, body: EmailMessage | None):
         if not filename and disposition != "attachment" and content_type in ("text/plain", "text/html"):
             continue
         yield part, filename, content_type
+
+
+def envelope_sender(raw: bytes) -> str:
+    """
+    The envelope sender of a mail taken from a mailbox rather than over SMTP: the address of the
+    ``Return-Path`` the delivering server wrote (``""`` for ``<>``, a bounce), else the ``From``
+    address, else ``"unknown"``.
+    """
+    try:
+        headers = BytesHeaderParser(policy=policy.default).parsebytes(raw)
+    except Exception:
+        return "unknown"
+    path = _header(headers, "Return-Path")
+    if path is not None:
+        found = re.search(r"<([^<>]*)>", path)
+        address = (found.group(1) if found else path).strip()
+        if not address or "@" in address:
+            return address
+    sender, _name = _sender(headers, "unknown")
+    return sender
 
 
 def read_mail(raw: bytes, *, channel_id: str, channel_type: str, envelope_from: str,
