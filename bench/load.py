@@ -184,8 +184,8 @@ def closed(spec, phase):
 
     def mark(i):
         state["cpu"][i] = cpu_ticks(phase.get("cpu_pid"))
-    reactor.callLater((start - now_ns()) / 1e9, mark, 0)
-    reactor.callLater((end - now_ns()) / 1e9, mark, 1)
+    reactor.callLater(max(0.0, (start - now_ns()) / 1e9), mark, 0)
+    reactor.callLater(max(0.0, (end - now_ns()) / 1e9), mark, 1)
 
     def free(conn):
         if now_ns() >= end:

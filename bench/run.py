@@ -145,6 +145,21 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def thread_ticks(pid):
+    """CPU ticks per thread name of ``pid``: the store's writer thread and the rest (the reactor)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw.rsplit(b")", 1)[1].split()
+        name = "reactor" if tid == str(pid) else "other threads"
+        out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+    return out
+
+
 def memory_kb(pid):
     values = {}
     with open(f"/proc/{pid}/status") as f:
@@ -184,14 +199,16 @@ def run_load(directory, spec, timeout, on_progress=None):
 
 # -- the system under test ----------------------------------------------------------------------
 
-def write_config(directory, port, emergency_port, normal_port):
+def write_config(directory, port, emergency_port, normal_port, store="sqlite"):
     path = os.path.join(directory, "gateway.yaml")
+    store_block = (f"{{backend: sqlite, path: {directory}/siaga.db, synchronous: NORMAL}}" if store == "sqlite"
+                   else "{backend: memory}")
     with open(path, "w") as f:
         f.write(textwrap.dedent(f"""\
             listen: ["tcp:{port}:interface=127.0.0.1"]
             log_format: text
             state_dir: {directory}/state
-            store: {{backend: sqlite, path: {directory}/siaga.db, synchronous: NORMAL}}
+            store: {store_block}
             triage: {{classifier: rules}}
             channels:
               web: {{type: web}}
@@ -308,9 +325,13 @@ class Bench:
         self.reference_pid = proc.pid
         self.emergency_port, self.normal_port = ports["emergency"], ports["normal"]
         self.port = free_port()
-        config = write_config(self.directory, self.port, self.emergency_port, self.normal_port)
-        self.daemon = self.spawn("twistd", [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "siaga",
-                                            "--config", config])
+        config = write_config(self.directory, self.port, self.emergency_port, self.normal_port, self.args.store)
+        twistd = [os.path.join(BIN, "twistd")]
+        if self.args.switch_interval:
+            # An experiment only: the interpreter's GIL switch interval (default 5 ms), set before twistd runs.
+            twistd = [PY, "-c", f"import sys; sys.setswitchinterval({self.args.switch_interval}); "
+                      "from twisted.scripts.twistd import run; run()"]
+        self.daemon = self.spawn("twistd", twistd + ["-n", "--pidfile=", "siaga", "--config", config])
         wait_ready(self.daemon, self.port)
         self.pid = self.daemon.pid
         log(f"daemon pid {self.pid} on port {self.port}; reference on {self.reference_port}; "
@@ -364,16 +385,21 @@ class Bench:
         """(a) and (b), alternating slices; daemon CPU per accepted report."""
         pairs = []
         for i in range(self.s["slices"]):
-            ref, = self.load([self.closed(self.reference_port, "reference")], timeout=60)
-            ticks0 = cpu_ticks(self.pid)
+            ref, = self.load([self.closed(self.reference_port, "reference", cpu_pid=self.reference_pid)], timeout=60)
+            ticks0, threads0 = cpu_ticks(self.pid), thread_ticks(self.pid)
             siaga, = self.load([self.closed(self.port, "siaga", cpu_pid=self.pid)], timeout=60)
+            threads1 = thread_ticks(self.pid)
             drain_seconds = self.drained()
             ticks_all = cpu_ticks(self.pid) - ticks0
+            per_thread = {name: ratio((threads1[name] - threads0.get(name, 0)) * 1e6 / CLK_TCK, siaga["all_ok"], 1)
+                          for name in threads1}
             pairs.append({"reference": ref["rate"], "siaga": siaga["rate"], "ratio": ratio(siaga["rate"], ref["rate"]),
                           "siaga_codes": siaga["codes"], "siaga_errors": siaga["errors"],
                           "reference_errors": ref["errors"], "siaga_latency_us": siaga["latency_us"],
                           "reference_latency_us": ref["latency_us"],
                           "cpu_us_per_accept": ratio(siaga["cpu_ticks"] * 1e6 / CLK_TCK, siaga["ok"], 1),
+                          "cpu_us_per_accept_by_thread": per_thread,
+                          "reference_cpu_us_per_request": ratio(ref["cpu_ticks"] * 1e6 / CLK_TCK, ref["ok"], 1),
                           "cpu_us_per_report_incl_delivery": ratio(ticks_all * 1e6 / CLK_TCK, siaga["ok"], 1),
                           "drain_seconds": round(drain_seconds, 2)})
             log(f"slice {i + 1}: reference {ref['rate']:.0f}/s, siaga {siaga['rate']:.0f}/s "
@@ -386,6 +412,7 @@ class Bench:
         self.result["accept"] = {"accepted_per_s": round(self.accept_rate, 1),
                                  "ratio_to_ceiling": median(p["ratio"] for p in pairs), "pairs": pairs}
         self.cpu_us_per_accept = median(p["cpu_us_per_accept"] for p in pairs)
+        self.reference_cpu_us = median(p["reference_cpu_us_per_request"] for p in pairs)
         self.cpu_us_per_report = median(p["cpu_us_per_report_incl_delivery"] for p in pairs)
 
     def end_to_end(self):
@@ -415,13 +442,15 @@ class Bench:
 
     def latency(self):
         """(d): emergencies at a low rate, idle and under open-loop floods at 50% and 90% of (b)."""
-        conditions = {"idle": 0.0, "flood_50": 0.5, "flood_90": 0.9}
+        b, c = self.accept_rate, self.result["end_to_end"]["delivered_per_s"]
+        # The last one is not a target: a flood the daemon can also deliver, at 90% of (c).
+        conditions = {"idle": 0.0, "flood_50": 0.5 * b, "flood_90": 0.9 * b, "flood_90_of_e2e": 0.9 * c}
         samples = {name: [] for name in conditions}
         floods = {name: [] for name in conditions}
         for _ in range(self.s["latency_rounds"]):
-            for name, share in conditions.items():
+            for name, rate in conditions.items():
                 http("POST", f"http://127.0.0.1:{self.emergency_port}/reset")
-                rate = round(self.accept_rate * share, 1)
+                rate = round(rate, 1)
                 phase = {"kind": "open", "port": self.port, "label": name, "seconds": self.s["latency_seconds"],
                          "rate": rate, "emergency_rate": self.s["emergency_rate"], "max_connections": 256,
                          "cpu_pid": self.pid, "grace": 15}
@@ -443,29 +472,40 @@ class Bench:
                     f"p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms, max {got['max_ms']} ms, n={got['n']}")
         out = {name: dict(pct(samples[name]), runs=floods[name]) for name in conditions}
         idle = out["idle"]
-        for name in ("flood_50", "flood_90"):
+        for name in ("flood_50", "flood_90", "flood_90_of_e2e"):
             out[name]["ratio_to_idle"] = {k: ratio(out[name][f"{k}_ms"], idle[f"{k}_ms"], 2) for k in ("p50", "p99", "max")}
         self.result["emergency_latency"] = out
 
     def profile(self, seconds):
-        """A py-spy profile of the daemon under a 90% flood; top entries by own and by total time."""
+        """
+        py-spy profiles of the daemon: a closed-loop accept burst (what (b) measures) and an
+        open-loop flood at 90% of (b) with emergencies (what (d) measures).
+        """
         spy = os.path.join(BIN, "py-spy")
         if not os.path.exists(spy):
             self.result["profile"] = {"error": "py-spy is not installed in the venv (.venv/bin/pip install py-spy)"}
             return
-        raw = os.path.join(self.directory, "profile.txt")
-        recorder = self.spawn("py-spy", [spy, "record", "--pid", str(self.pid), "--duration", str(int(seconds)),
-                                         "--rate", "200", "--format", "raw", "--output", raw, "--nonblocking"])
-        time.sleep(1.0)
-        phase = {"kind": "open", "port": self.port, "label": "profile", "seconds": seconds,
+        flood = {"kind": "open", "port": self.port, "label": "profile", "seconds": seconds,
                  "rate": round(self.accept_rate * 0.9, 1), "emergency_rate": self.s["emergency_rate"],
                  "max_connections": 256, "grace": 15}
-        self.load([phase], timeout=seconds + 60)
-        recorder.popen.wait(seconds + 30)
-        self.drained()
-        self.result["profile"] = summarise_profile(raw)
+        burst = dict(self.closed(self.port, "profile", seconds), warmup=0.0)
+        self.result["profile"] = {}
         os.makedirs(BENCH / "results", exist_ok=True)
-        shutil.copy(raw, BENCH / "results" / "profile-raw.txt")
+        for name, phase in (("accept_burst", burst), ("flood_90", flood)):
+            raw = os.path.join(self.directory, f"profile-{name}.txt")
+            recorder = self.spawn(f"py-spy-{name}", [spy, "record", "--pid", str(self.pid), "--duration",
+                                                     str(int(seconds)), "--rate", "200", "--format", "raw",
+                                                     "--output", raw, "--nonblocking"])
+            time.sleep(1.0)
+            result, = self.load([phase], timeout=seconds + 60)
+            recorder.popen.wait(seconds + 30)
+            self.drained()
+            accepted = result.get("all_ok") or result.get("normal", {}).get("ok")
+            self.result["profile"][name] = dict(summarise_profile(raw), accepted=accepted)
+            with open(raw, encoding="utf-8", errors="replace") as f, \
+                    open(BENCH / "results" / f"profile-{name}.json", "w", encoding="utf-8") as out:
+                json.dump({"format": "py-spy raw (collapsed stacks, samples at 200 Hz)",
+                           "stacks": f.read().splitlines()}, out)
 
     def backlog(self):
         """(f): a backlog of undelivered ordinary reports; RSS sampled as it grows."""
@@ -538,10 +578,11 @@ class Bench:
             log_bytes = os.path.getsize(self.daemon.log_path)
         finally:
             self.stop_all()
-        counts = self.store_counts()
+        counts = self.store_counts() if self.args.store == "sqlite" else {}
         pending = sum(n for key, n in counts.items() if key.endswith("/pending") or key.endswith("/in_flight"))
         self.result["resources"] = {
             "cpu_us_per_accept": self.cpu_us_per_accept,
+            "reference_cpu_us_per_request": self.reference_cpu_us,
             "cpu_us_per_report_incl_delivery": self.cpu_us_per_report,
             "peak_rss_kb_before_backlog": self.peak_before_backlog,
             "peak_rss_kb": self.peak_after,
@@ -557,8 +598,11 @@ class Bench:
 
 
 def summarise_profile(path, top=15):
-    """Own ("self") and total samples per function from py-spy's raw (collapsed) output."""
-    own, total, samples = {}, {}, 0
+    """
+    Own ("self") and total samples per function from py-spy's raw (collapsed) output, split by
+    thread: the store's writer thread (stacks through ``SQLiteStore._run``) and the reactor.
+    """
+    own, total, threads, samples = {}, {}, {}, 0
     frame_name = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -567,10 +611,12 @@ def summarise_profile(path, top=15):
                 continue
             n = int(count)
             samples += n
+            thread = "writer" if "SQLiteStore._run" in stack else "reactor"
+            threads[thread] = threads.get(thread, 0) + n
             frames = []
             for frame in stack.split(";"):
                 m = frame_name.match(frame)
-                name = f"{m.group(1)} ({shorten(m.group(2))})" if m else frame
+                name = f"[{thread}] {m.group(1)} ({shorten(m.group(2))})" if m else f"[{thread}] {frame}"
                 if name not in frames:
                     frames.append(name)
             for name in frames:
@@ -578,10 +624,13 @@ def summarise_profile(path, top=15):
             if frames:
                 own[frames[-1]] = own.get(frames[-1], 0) + n
 
-    def ranked(table):
-        return [{"function": k, "samples": v, "share": round(v / samples, 4)}
-                for k, v in sorted(table.items(), key=lambda kv: -kv[1])[:top]]
-    return {"samples": samples, "top_self": ranked(own), "top_total": ranked(total)}
+    def ranked(table, keep=lambda name: True):
+        rows = [(k, v) for k, v in sorted(table.items(), key=lambda kv: -kv[1]) if keep(k)]
+        return [{"function": k, "samples": v, "share": round(v / samples, 4)} for k, v in rows[:top]]
+    ours = ("gateway/", "plugins/", "twisted/logger", "treq/", "json/", "email/")
+    return {"samples": samples, "seconds_of_cpu": round(samples / 200.0, 2), "threads": threads,
+            "top_self": ranked(own), "top_total": ranked(total),
+            "top_total_project": ranked(total, lambda k: any(m in k for m in ours))}
 
 
 def shorten(path):
@@ -638,7 +687,13 @@ def machine(rev=None):
 
 def command_line(args):
     words = ["make bench"] + (["QUICK=1"] if args.quick else []) + (["PROFILE=1"] if args.profile else [])
-    return " ".join(words + ([f"REV={args.rev}"] if args.rev else []))
+    words += [f"REV={args.rev}"] if args.rev else []
+    if args.switch_interval or args.store != "sqlite":
+        words = ["bench/run.py"] + [w.lower().replace("=1", "").replace("=", " ") for w in words[1:]]
+        words = [w if w.startswith("bench") else f"--{w}" for w in words]
+        words += [f"--switch-interval {args.switch_interval}"] if args.switch_interval else []
+        words += [f"--store {args.store}"] if args.store != "sqlite" else []
+    return " ".join(words)
 
 
 # -- BENCHMARKS.md ------------------------------------------------------------------------------
@@ -665,7 +720,8 @@ def markdown_tables(r):
         f"| c | end-to-end (send -> sink) | {fmt(r['end_to_end']['delivered_per_s'])} reports/s, "
         f"ratio to (a) {fmt(r['end_to_end']['ratio_to_ceiling'], 2)} |",
     ]
-    for name, label in (("idle", "idle"), ("flood_50", "flood at 50% of (b)"), ("flood_90", "flood at 90% of (b)")):
+    for name, label in (("idle", "idle"), ("flood_50", "flood at 50% of (b)"), ("flood_90", "flood at 90% of (b)"),
+                        ("flood_90_of_e2e", "flood at 90% of (c)")):
         x = lat[name]
         extra = ""
         if "ratio_to_idle" in x:
@@ -678,7 +734,8 @@ def markdown_tables(r):
     lines += [
         f"| e | triage per message | median {fmt(r['triage']['median_us'], 1)} us, p99 {fmt(r['triage']['p99_us'], 1)} us |",
         f"| f | daemon CPU per accepted report | {fmt(res['cpu_us_per_accept'])} us (accept slices); "
-        f"{fmt(res['cpu_us_per_report_incl_delivery'])} us incl. its delivery |",
+        f"{fmt(res['cpu_us_per_report_incl_delivery'])} us incl. its delivery; the reference: "
+        f"{fmt(res.get('reference_cpu_us_per_request'))} us per request |",
         f"| f | peak RSS (VmHWM) | {fmt(res['peak_rss_kb_before_backlog'] / 1024, 1)} MB before the backlog, "
         f"{fmt(res['peak_rss_kb'] / 1024, 1)} MB after |",
         f"| f | RSS with a backlog of {b['reports']:,} undelivered | {fmt(b['rss_before_kb'] / 1024, 1)} MB before, "
@@ -691,6 +748,17 @@ def markdown_tables(r):
     ]
     for t in r["targets"]:
         lines.append(f"| {t['target']} | {fmt(t['value'], 2)} | {'yes' if t['met'] else 'NO'} |")
+    for name, profile in sorted((r.get("profile") or {}).items()):
+        if "top_self" not in profile:
+            continue
+        lines += ["", f"Profile `{name}` (py-spy, 200 Hz, {profile['samples']} samples = "
+                      f"{profile['seconds_of_cpu']} s busy, {profile['accepted']} reports accepted; "
+                      f"threads {profile['threads']}):", "",
+                  "| own time | function | | total time | function (project, logging, HTTP client) |",
+                  "|---|---|---|---|---|"]
+        for own, total in zip(profile["top_self"][:10], profile["top_total_project"][:10]):
+            lines.append(f"| {own['share'] * 100:.1f}% | `{own['function']}` | | {total['share'] * 100:.1f}% | "
+                         f"`{total['function']}` |")
     return "\n".join(lines)
 
 
@@ -725,6 +793,10 @@ def main(argv=None):
                         help="also profile the daemon with py-spy under a 90%% flood for SECONDS")
     parser.add_argument("--rev", help="run the daemon on this git revision (exported to the temporary directory) "
                                       "instead of the working tree")
+    parser.add_argument("--switch-interval", type=float, default=None, metavar="SECONDS",
+                        help="experiment: run the daemon with sys.setswitchinterval(SECONDS)")
+    parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite",
+                        help="experiment: 'memory' isolates the cost of SQLite and its writer thread (not durable)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = parser.parse_args(argv)
     output = args.output or str(BENCH / "results" / ("quick.json" if args.quick else "latest.json"))
