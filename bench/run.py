@@ -59,7 +59,7 @@ FULL = dict(slices=5, slice_seconds=3.0, warmup=0.5, connections=32, e2e_pairs=3
             latency_rounds=2, latency_seconds=6.0, emergency_rate=20.0, backlog=100_000, drain_timeout=180.0,
             settle=2.0)
 QUICK = dict(slices=1, slice_seconds=0.4, warmup=0.1, connections=16, e2e_pairs=1, e2e_count=100,
-             latency_rounds=1, latency_seconds=0.6, emergency_rate=20.0, backlog=2000, drain_timeout=30.0,
+             latency_rounds=1, latency_seconds=0.4, emergency_rate=20.0, backlog=2000, drain_timeout=30.0,
              settle=0.2)
 
 #: Keys every result file has (the quick test checks them).
@@ -238,11 +238,14 @@ def wait_ready(daemon, port, timeout=60.0):
     raise RuntimeError(f"twistd not ready within {timeout}s:\n{daemon.tail()}")
 
 
-def corpus_bodies():
+def rule_classifier():
+    from plugins.classifiers.rules import RuleClassifier
+    return RuleClassifier("rules", {}, None)
+
+
+def corpus_bodies(classifier):
     """Ordinary reports and emergency texts from the triage corpus, as the classifier sees them."""
     from gateway.message import EMERGENCY, Message
-    from plugins.classifiers.rules import RuleClassifier
-    classifier = RuleClassifier("rules", {}, None)
     normal, emergency = [], []
     for name in ("dev.jsonl", "heldout.jsonl"):
         with open(ROOT / "tests" / "data" / "triage" / name, encoding="utf-8") as f:
@@ -257,13 +260,11 @@ def corpus_bodies():
     return bodies, emergency
 
 
-def triage_figures(quick):
+def triage_figures(classifier, quick):
     sys.path.insert(0, str(BENCH))
     import triage_bench
 
     from gateway.message import Message
-    from plugins.classifiers.rules import RuleClassifier
-    classifier = RuleClassifier("rules", {}, None)
     texts = triage_bench.corpus()
     messages = [Message(channel_id="bench", channel_type="bench", sender="0", text=t) for t in texts]
     for message in messages:
@@ -557,8 +558,9 @@ class Bench:
         self.result["machine"] = machine(self.args.rev)
         self.result["settings"] = dict(s, quick=self.args.quick, command=command_line(self.args))
         log("triage")
-        self.result["triage"] = triage_figures(self.args.quick)
-        self.bodies, self.emergency_texts = corpus_bodies()
+        classifier = rule_classifier()
+        self.result["triage"] = triage_figures(classifier, self.args.quick)
+        self.bodies, self.emergency_texts = corpus_bodies(classifier)
         self.result["settings"]["corpus"] = {"ordinary_bodies": len(self.bodies),
                                              "emergency_texts": len(self.emergency_texts)}
         try:
