@@ -300,7 +300,7 @@ class Bench:
         self.procs = []
         self.source = None
         if args.rev:
-            self.source = export(args.rev, os.path.join(self.directory, "src"))
+            self.source = export(args.rev, os.path.join(self.directory, "src"), args.patch)
             sys.path.insert(0, self.source)
         self.normal_expected = 0   # ordinary reports accepted so far: what the lapor sink must get
         self.result = {}
@@ -565,7 +565,8 @@ class Bench:
                                              "emergency_texts": len(self.emergency_texts)}
         try:
             self.start_all()
-            self.warm_up()
+            if not self.args.quick:
+                self.warm_up()
             log("throughput: reference and siaga, alternating")
             self.throughput()
             log("end to end")
@@ -656,12 +657,19 @@ def targets(r):
     return [{"target": name, "value": value, "met": bool(value is not None and ok(value))} for name, value, ok in rows]
 
 
-def export(rev, directory):
-    """The tree of git revision ``rev`` unpacked into ``directory`` (the daemon then runs that code)."""
+def export(rev, directory, patches=()):
+    """
+    The tree of git revision ``rev`` unpacked into ``directory`` (the daemon then runs that code),
+    with ``patches`` (unified diffs, ``a/`` and ``b/`` prefixes) applied: a proposed change is
+    measured without touching the working tree.
+    """
     os.makedirs(directory)
     archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=ROOT, capture_output=True, check=True,
                              timeout=60).stdout
     subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True, timeout=60)
+    for patch in patches or ():
+        subprocess.run(["patch", "-p1", "--batch", "--silent", "-d", directory, "-i", os.path.abspath(patch)],
+                       check=True, timeout=60)
     return directory
 
 
@@ -688,13 +696,15 @@ def machine(rev=None):
 
 
 def command_line(args):
-    words = ["make bench"] + (["QUICK=1"] if args.quick else []) + (["PROFILE=1"] if args.profile else [])
-    words += [f"REV={args.rev}"] if args.rev else []
-    if args.switch_interval or args.store != "sqlite":
-        words = ["bench/run.py"] + [w.lower().replace("=1", "").replace("=", " ") for w in words[1:]]
-        words = [w if w.startswith("bench") else f"--{w}" for w in words]
-        words += [f"--switch-interval {args.switch_interval}"] if args.switch_interval else []
-        words += [f"--store {args.store}"] if args.store != "sqlite" else []
+    if not (args.switch_interval or args.store != "sqlite" or args.patch):
+        words = ["make bench"] + (["QUICK=1"] if args.quick else []) + (["PROFILE=1"] if args.profile else [])
+        return " ".join(words + ([f"REV={args.rev}"] if args.rev else []))
+    words = [".venv/bin/python bench/run.py"] + (["--quick"] if args.quick else [])
+    words += [f"--profile {args.profile:g}"] if args.profile else []
+    words += [f"--rev {args.rev}"] if args.rev else []
+    words += [f"--patch {os.path.relpath(p, ROOT)}" for p in args.patch]
+    words += [f"--store {args.store}"] if args.store != "sqlite" else []
+    words += [f"--switch-interval {args.switch_interval:g}"] if args.switch_interval else []
     return " ".join(words)
 
 
@@ -795,12 +805,16 @@ def main(argv=None):
                         help="also profile the daemon with py-spy under a 90%% flood for SECONDS")
     parser.add_argument("--rev", help="run the daemon on this git revision (exported to the temporary directory) "
                                       "instead of the working tree")
+    parser.add_argument("--patch", action="append", default=[], metavar="DIFF",
+                        help="with --rev: apply this diff to the exported tree first (repeatable)")
     parser.add_argument("--switch-interval", type=float, default=None, metavar="SECONDS",
                         help="experiment: run the daemon with sys.setswitchinterval(SECONDS)")
     parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite",
                         help="experiment: 'memory' isolates the cost of SQLite and its writer thread (not durable)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = parser.parse_args(argv)
+    if args.patch and not args.rev:
+        parser.error("--patch needs --rev (the working tree is never modified)")
     output = args.output or str(BENCH / "results" / ("quick.json" if args.quick else "latest.json"))
 
     def terminate(signum, frame):
