@@ -299,9 +299,6 @@ class Bench:
         self.directory = tempfile.mkdtemp(prefix="siaga-bench-")
         self.procs = []
         self.source = None
-        if args.rev:
-            self.source = export(args.rev, os.path.join(self.directory, "src"), args.patch)
-            sys.path.insert(0, self.source)
         self.normal_expected = 0   # ordinary reports accepted so far: what the lapor sink must get
         self.result = {}
 
@@ -555,6 +552,9 @@ class Bench:
 
     def run(self):
         s = self.s
+        if self.args.rev:
+            self.source = export(self.args.rev, os.path.join(self.directory, "src"), self.args.patch)
+            sys.path.insert(0, self.source)
         self.result["machine"] = machine(self.args.rev)
         self.result["settings"] = dict(s, quick=self.args.quick, command=command_line(self.args))
         log("triage")
@@ -593,11 +593,13 @@ class Bench:
             "daemon_log_bytes": log_bytes,
         }
         self.result["targets"] = targets(self.result)
-        if not self.args.keep:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        else:
-            log(f"kept {self.directory}")
         return self.result
+
+    def clean_up(self):
+        if self.args.keep:
+            log(f"kept {self.directory}")
+        else:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def summarise_profile(path, top=15):
@@ -822,7 +824,11 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGHUP, terminate)
 
-    result = Bench(args).run()
+    bench = Bench(args)
+    try:
+        result = bench.run()
+    finally:
+        bench.clean_up()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
