@@ -66,6 +66,7 @@ class GatewayConfig:
     path: str
     listen: Tuple[str, ...]
     log_format: str
+    log_level: str
     state_dir: str
     store: Mapping[str, Any]
     admin: Mapping[str, Any]
@@ -94,6 +95,8 @@ TOP_LEVEL = (
     Option("listen", list, default=["tcp:8080:interface=127.0.0.1"],
            doc="Twisted server endpoint strings the HTTP side listens on."),
     Option("log_format", str, default="text", choices=("text", "json")),
+    Option("log_level", str, default="info", choices=("debug", "info", "warn", "error"),
+           doc="The least severe events logged; debug adds a line per ordinary report and delivery."),
     Option("state_dir", str, default="var", doc="Where plugins may keep files."),
     Option("store", dict, default={}),
     Option("admin", dict, default={}),
@@ -355,6 +358,7 @@ def parse_config(text: str, path: str, registry, environ: Mapping[str, str]) -> 
         path=path,
         listen=tuple(top["listen"]),
         log_format=top["log_format"],
+        log_level=top["log_level"],
         state_dir=top["state_dir"],
         store=types.MappingProxyType(store),
         admin=types.MappingProxyType(admin),

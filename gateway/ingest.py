@@ -79,11 +79,13 @@ class Ingest:
                 self.log.debug("Duplicate {external_id} on {channel} answered with ticket {ticket}",
                                external_id=message.external_id, channel=message.channel_id, ticket=message.ticket)
                 continue
-            self.log.info("Accepted {message_id} ticket={ticket} from {sender} on {channel}: "
-                          "{priority}/{category} -> {destinations}",
-                          message_id=message.id, ticket=message.ticket, sender=mask(message.sender),
-                          channel=message.channel_id, priority=item.triage.priority, category=item.triage.category,
-                          destinations=",".join(d.destination_id for d in item.deliveries) or "(none)")
+            # One line per emergency at info; ordinary reports only at debug (they are many).
+            emit = self.log.info if item.triage.priority == EMERGENCY else self.log.debug
+            emit("Accepted {message_id} ticket={ticket} from {sender} on {channel}: "
+                 "{priority}/{category} -> {destinations}",
+                 message_id=message.id, ticket=message.ticket, sender=mask(message.sender),
+                 channel=message.channel_id, priority=item.triage.priority, category=item.triage.category,
+                 destinations=",".join(d.destination_id for d in item.deliveries) or "(none)")
             self._observe("siaga_message_accepted", message=message, triage=item.triage)
             if acknowledge and self.replies.get("acknowledge", True):
                 self._acknowledge(item)

@@ -9,7 +9,7 @@ import re
 import sys
 from typing import Callable
 
-from twisted.logger import ILogObserver, globalLogPublisher, jsonFileLogObserver
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher, jsonFileLogObserver
 from zope.interface import implementer
 
 _PHONE = re.compile(r"(?<![\w])(\+?\d[\d\- ]{6,}\d)(?![\w])")
@@ -41,21 +41,26 @@ def scrub(event: dict) -> dict:
 
 @implementer(ILogObserver)
 class ScrubbingObserver:
-    """Passes each event, scrubbed, to ``observer``."""
+    """Passes each event at ``level`` or above, scrubbed, to ``observer``."""
 
-    def __init__(self, observer: Callable[[dict], None]):
+    def __init__(self, observer: Callable[[dict], None], level: LogLevel = LogLevel.info):
         self.observer = observer
+        self.level = level
 
     def __call__(self, event):
+        level = event.get("log_level")
+        if level is not None and level < self.level:
+            return
         self.observer(scrub(event))
 
 
-def install(log_format: str = "text", publisher=globalLogPublisher, stream=None) -> None:
+def install(log_format: str = "text", publisher=globalLogPublisher, stream=None, level: str = "info") -> None:
     """
     Put the scrubbing filter in front of every observer already on ``publisher`` (twistd's
     output), and with ``log_format="json"`` replace them with one JSON object per line on
     ``stream`` (the process's standard output by default, as under ``twistd -n`` and systemd).
-    Called once, when the gateway starts.
+    Events below ``level`` (``debug``, ``info``, ``warn``, ``error``) are dropped before any
+    work is done on them. Called once, when the gateway starts.
     """
     current = list(getattr(publisher, "_observers", ()))
     for observer in current:
@@ -67,4 +72,4 @@ def install(log_format: str = "text", publisher=globalLogPublisher, stream=None)
         # to it would feed every line back in as a new event.
         current = [jsonFileLogObserver(stream or sys.__stdout__, recordSeparator="")]
     for observer in current:
-        publisher.addObserver(ScrubbingObserver(observer))
+        publisher.addObserver(ScrubbingObserver(observer, LogLevel.levelWithName(level)))

@@ -139,7 +139,7 @@ class JsonLogTests(TestCase):
     def test_json_lines_with_masked_numbers(self):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
-        path = write_config(directory, "http://127.0.0.1:9/unused", extra="log_format: json\n")
+        path = write_config(directory, "http://127.0.0.1:9/unused", extra="log_format: json\nlog_level: debug\n")
         daemon = Daemon(path, directory, free_port(), env={"SINK_SECRET": SECRET})
         daemon.start()
         self.addCleanup(daemon.kill)

@@ -16,6 +16,7 @@ import html
 import json
 import math
 from importlib import resources
+from urllib.parse import parse_qs
 
 from twisted.internet import defer
 from twisted.web.resource import Resource
@@ -28,7 +29,7 @@ from gateway.message import Location, Message, Parsed
 from gateway.options import Option, positive
 
 _JSON = b"application/json"
-_FORM = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+_FORM = b"application/x-www-form-urlencoded"
 
 
 @implementer(IChannel)
@@ -70,9 +71,11 @@ class WebChannel:
         content_type = (request.getHeader("content-type") or "").split(";")[0].strip().lower().encode()
         if content_type == _JSON:
             fields = self._json_fields(body)
-        elif content_type in _FORM:
-            fields = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
-                      for k, v in (request.args or {}).items() if v}
+        elif content_type == _FORM:
+            try:
+                fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
+            except UnicodeDecodeError as e:
+                raise MalformedRequest("the form body is not UTF-8") from e
             if "lat" in fields or "lon" in fields:
                 fields["location"] = {"lat": fields.pop("lat", ""), "lon": fields.pop("lon", "")}
         else:

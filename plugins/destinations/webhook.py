@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 
+from hyperlink import EncodedURL
 from twisted.internet import defer
 from twisted.internet.error import ConnectError, TimeoutError
 from twisted.web.client import ResponseFailed
@@ -58,6 +59,7 @@ class WebhookDestination:
     def __init__(self, name, options, context):
         self.name = name
         self.url = options["url"]
+        self._url = EncodedURL.from_text(self.url)  # parsed once, not on every delivery
         self.timeout = options.get("timeout", 10.0)
         self.secret = options.get("secret")
         self.token = options.get("token")
@@ -83,8 +85,8 @@ class WebhookDestination:
             headers["X-Siaga-Timestamp"] = timestamp
             headers["X-Siaga-Signature"] = signature(self.secret, timestamp, body)
         try:
-            response = yield self.http.post(self.url, data=body, headers={k: [v] for k, v in headers.items()},
-                                            timeout=self.timeout, reactor=self.reactor)
+            response = yield self.http.post(self._url, data=body, headers={k: [v] for k, v in headers.items()},
+                                            timeout=self.timeout, reactor=self.reactor, allow_redirects=False)
             content = yield response.content()
         except (defer.CancelledError, TimeoutError) as e:
             raise TemporaryDeliveryError(f"no answer within {self.timeout}s") from e

@@ -127,7 +127,8 @@ class BadConfigTests(SynchronousTestCase):
     def test_unknown_top_level_key(self):
         error = self.assertError("listen: [tcp:1]\nlistne: []\n",
                                  "gw.yaml:2: listne: unknown top-level key; expected one of: admin, channels, "
-                                 "destinations, dispatch, listen, log_format, replies, routes, state_dir, store, triage")
+                                 "destinations, dispatch, listen, log_format, log_level, replies, routes, state_dir, "
+                                 "store, triage")
         self.assertEqual(error.line, 2)
 
     def test_unknown_plugin_key(self):

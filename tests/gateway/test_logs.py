@@ -37,6 +37,16 @@ class InstallTests(SynchronousTestCase):
         Logger(observer=publisher).info("call {number}", number="081299991111")
         self.assertEqual([formatEvent(e) for e in seen], ["call ********1111"])
 
+    def test_level_filter(self):
+        publisher, seen = LogPublisher(), []
+        publisher.addObserver(seen.append)
+        logs.install("text", publisher=publisher, level="warn")
+        log = Logger(observer=publisher)
+        log.info("quiet")
+        log.debug("quieter")
+        log.warn("heard")
+        self.assertEqual([formatEvent(e) for e in seen], ["heard"])
+
     def test_json_lines(self):
         publisher, stream = LogPublisher(), io.StringIO()
         publisher.addObserver(lambda event: None)

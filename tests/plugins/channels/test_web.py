@@ -45,9 +45,13 @@ class WebChannelTests(SynchronousTestCase):
         self.assertEqual((message.channel_id, message.channel_type), ("lapor-web", "web"))
 
     def test_form_fields(self):
-        message = self.parse(b"", {b"content-type": b"application/x-www-form-urlencoded; charset=utf-8"},
-                             {b"sender": [b"0812"], b"text": [b"Lampu mati"], b"lat": [b""], b"lon": [b""]})
+        message = self.parse(b"sender=0812&text=Lampu+mati&lat=&lon=",
+                             {b"content-type": b"application/x-www-form-urlencoded; charset=utf-8"})
         self.assertEqual((message.text, message.location), ("Lampu mati", None))
+
+    def test_multipart_refused(self):
+        error = self.assertRaises(MalformedRequest, self.parse, b"--x--", {b"content-type": b"multipart/form-data; boundary=x"})
+        self.assertIn("application/x-www-form-urlencoded", error.reason)
 
     def test_no_token_needed_by_default(self):
         self.assertIsNone(self.channel.verify(make_request(), b""))
@@ -75,7 +79,7 @@ class WebChannelTests(SynchronousTestCase):
 
     def test_acknowledge_browser_gets_a_page(self):
         form = {b"content-type": b"application/x-www-form-urlencoded", b"accept": b"text/html,*/*"}
-        message = self.parse(b"", form, {b"sender": [b"1"], b"text": [b"a"]})
+        message = self.parse(b"sender=1&text=a", form)
         request = make_request(headers=form)
         page = self.channel.acknowledge(request, [Accepted(message, Triage("normal", "complaint"))]).decode()
         self.assertIn(message.ticket, page)
