@@ -7,7 +7,6 @@ hash these values freely.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import os
 import time
@@ -22,12 +21,37 @@ LOW = "low"
 PRIORITIES: Tuple[str, ...] = (EMERGENCY, HIGH, NORMAL, LOW)
 
 
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_random_pool = bytearray()
+
+
+def _forget_random_pool() -> None:
+    _random_pool.clear()
+
+
+os.register_at_fork(after_in_child=_forget_random_pool)
+
+
+def _random_bytes(count: int) -> bytes:
+    """``count`` bytes from the system's random source, read 640 bytes at a time."""
+    if len(_random_pool) < count:
+        _random_pool.extend(os.urandom(640))
+    chunk = bytes(_random_pool[:count])
+    del _random_pool[:count]
+    return chunk
+
+
 def new_id() -> str:
     """
-    A new identifier: 26 characters, sortable by creation time, unique across gateway nodes.
+    A new identifier: 26 lower-case base32 characters (48 bits of milliseconds, 80 random bits),
+    sortable by creation time, unique across gateway nodes.
     """
-    millis = int(time.time() * 1000).to_bytes(6, "big")
-    return base64.b32encode(millis + os.urandom(10)).decode("ascii").lower().rstrip("=")
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(_random_bytes(10), "big")
+    chars = [""] * 26
+    for i in range(25, -1, -1):
+        chars[i] = _ALPHABET[value & 31]
+        value >>= 5
+    return "".join(chars)
 
 
 def ticket_for(message_id: str) -> str:

@@ -317,6 +317,10 @@ class SQLiteStore:
     def accept(self, intakes):
         intakes = list(intakes)
         try:
+            # Most messages open a case of their own: dump them as such; joining a case re-dumps.
+            intakes = [intake if intake.message.case_id else
+                       dataclasses.replace(intake, message=dataclasses.replace(intake.message, case_id=intake.message.id))
+                       for intake in intakes]
             prepared = [(intake, _dumps(intake.message.to_json()), _dumps(intake.triage.to_json()),
                          [new_id() for _ in intake.destinations]) for intake in intakes]
         except Exception:  # noqa: BLE001 - a value that cannot be stored fails this call
