@@ -74,6 +74,14 @@ class StoreUnavailable(Exception):
     """
 
 
+class Overloaded(Exception):
+    """
+    The gateway is too busy to take an ordinary report now (its reactor runs late): ingest
+    answers 503 with ``Retry-After`` so the platform sends it again later, keeping room for
+    emergencies, which are always taken. Nothing was stored.
+    """
+
+
 _RETRYABLE_4XX = frozenset({408, 425, 429})
 
 

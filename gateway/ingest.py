@@ -13,7 +13,7 @@ from typing import List, Mapping, Optional, Sequence
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import Overloaded, StoreUnavailable
 from gateway.message import EMERGENCY, Accepted, Intake, Message, Reply
 from gateway.metrics import Metrics
 from gateway.replies import mask, send_reply
@@ -30,7 +30,8 @@ class Ingest:
     log = Logger()
 
     def __init__(self, store, classifier, routes, dispatcher, clock, metrics: Optional[Metrics] = None,
-                 channels: Optional[Mapping] = None, replies: Optional[Mapping] = None, hook=None):
+                 channels: Optional[Mapping] = None, replies: Optional[Mapping] = None, hook=None,
+                 shed_lag: float = 0.0):
         self.store = store
         self.classifier = classifier
         self.routes = routes
@@ -42,17 +43,21 @@ class Ingest:
         self.hook = hook
         #: False while the gateway starts or stops: accepts then fail with StoreUnavailable.
         self.open = True
+        self.shed_lag = shed_lag
 
     def accept(self, messages: Sequence[Message], acknowledge: bool = True) -> defer.Deferred:
         """
         Triage, route and durably store ``messages``; fire with their
         :class:`gateway.message.Accepted` in order once committed. Fails with
-        :class:`gateway.errors.StoreUnavailable` when the store cannot write: nothing was stored.
+        :class:`gateway.errors.StoreUnavailable` when the store cannot write, and with
+        :class:`gateway.errors.Overloaded` when none of the messages is an emergency and the
+        reactor runs later than ``shed_lag``: nothing was stored either way.
         With ``acknowledge``, each new message's citizen gets an acknowledgement with the ticket.
         """
         if not self.open:
             return defer.fail(StoreUnavailable("the gateway is starting or stopping"))
         intakes = []
+        emergency = False
         for message in messages:
             triage = self.classifier.classify(message)
             if message.location is not None and triage.location is None:
@@ -60,10 +65,18 @@ class Ingest:
                                           triage.reasons, message.location)
             self._observe("siaga_message_triaged", message=message, triage=triage)
             intakes.append(Intake(message, triage, route(message, triage, self.routes)))
+            emergency = emergency or triage.priority == EMERGENCY
+        if not emergency and self.overloaded():
+            self.metrics.shed(messages[0].channel_id if messages else "-", len(intakes))
+            return defer.fail(Overloaded(f"running {self.dispatcher.lag:.2f}s late"))
         started = self.clock.seconds()
         d = self.store.accept(intakes)
         d.addCallback(self._accepted, started, acknowledge)
         return d
+
+    def overloaded(self) -> bool:
+        """Whether ordinary reports are turned away now: the reactor runs later than ``shed_lag``."""
+        return 0 < self.shed_lag < getattr(self.dispatcher, "lag", 0.0)
 
     def _accepted(self, accepted: List[Accepted], started: float, acknowledge: bool) -> List[Accepted]:
         now = self.clock.seconds()

@@ -23,6 +23,7 @@ class ChannelStats:
         self.refused = 0
         self.malformed = 0
         self.ignored = 0
+        self.shed = 0
         self.last_received: Optional[float] = None
 
     def to_json(self) -> dict:
@@ -61,6 +62,8 @@ class Metrics:
                                   ["channel"], registry=r)
         self._ignored = Counter("siaga_events_ignored", "Platform events skipped on purpose.",
                                 ["channel", "reason"], registry=r)
+        self._shed = Counter("siaga_messages_shed", "Ordinary reports answered 503 because the gateway was overloaded.",
+                             ["channel"], registry=r)
         self._unavailable = Counter("siaga_requests_unavailable", "Requests answered 503 because the store could not write.",
                                     ["channel"], registry=r)
         self._ingest = Histogram("siaga_ingest_seconds", "From request body read to durable accept.",
@@ -97,6 +100,10 @@ class Metrics:
     def ignored(self, channel: str, reason: str) -> None:
         self.channels[channel].ignored += 1
         self._ignored.labels(channel, reason.split(":", 1)[0]).inc()
+
+    def shed(self, channel: str, count: int = 1) -> None:
+        self.channels[channel].shed += count
+        self._shed.labels(channel).inc(count)
 
     def unavailable(self, channel: str) -> None:
         self._unavailable.labels(channel).inc()

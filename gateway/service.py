@@ -138,7 +138,8 @@ class GatewayService(MultiService):
                                      on_delivered=self.updates.delivered)
         self.status_polling = StatusPolling(self.store, self.destinations, reactor, self.updates.status_changed)
         self.ingest = Ingest(self.store, self.classifier, config.routes, self.dispatcher, reactor, self.metrics,
-                             channels=self.channels, replies=config.replies, hook=hook)
+                             channels=self.channels, replies=config.replies, hook=hook,
+                             shed_lag=config.dispatch["shed_lag"])
         self.root = Root(self)
         # Channels read their own bodies: twisted.web need not parse every POST's Content-Type
         # (through the email package, a third of a millisecond) to fill request.args from forms.

@@ -15,7 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.util import Redirect
 
-from gateway.errors import MalformedRequest, NotHandled, RequestRefused, StoreUnavailable
+from gateway.errors import MalformedRequest, NotHandled, Overloaded, RequestRefused, StoreUnavailable
 from gateway.web.common import error_body, write_json
 
 #: Bigger webhook bodies are answered 413 without being read further (WhatsApp sends up to 3 MB).
@@ -130,6 +130,12 @@ class WebhookResource(Resource):
         request.finish()
 
     def _failed(self, failure, request):
+        if failure.check(Overloaded):
+            self.log.debug("Overloaded ({reason}): ordinary report on {channel} answered 503",
+                           reason=failure.getErrorMessage(), channel=self.channel.name)
+            request.setHeader(b"retry-after", b"10")
+            write_json(request, 503, {"error": "too busy to take this report now; try again later"})
+            return
         if failure.check(StoreUnavailable):
             self.metrics.unavailable(self.channel.name)
             self.log.error("Store cannot write; answering 503 on {channel}: {reason}",

@@ -330,3 +330,26 @@ class ObserverHookTests(GatewayFixture, SynchronousTestCase):
         # An emergency is handed to dispatch before the bookkeeping: here (in memory) it fails first.
         self.assertEqual(calls[4:], [("triaged", "emergency"), ("dead", "cad", "refused"),
                                      ("accepted", "Kebakaran! tolong")])
+
+
+class SheddingTests(GatewayFixture, SynchronousTestCase):
+    def test_ordinary_reports_shed_while_late_emergencies_taken(self):
+        self.make_gateway()
+        self.gateway.dispatcher.lag = 0.8  # above the default shed_lag of 0.5 s
+        response = self.successResultOf(self.http.post("http://siaga.test/channels/web/webhook",
+                                                       json={"sender": "1", "text": "Jalan rusak"}))
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"10"])
+        self.assertIn("too busy", self.successResultOf(response.json())["error"])
+        code, _ = self.request("POST", "/channels/web/webhook", {"sender": "2", "text": "Tolong kebakaran rumah!"})
+        self.assertEqual(code, 202)
+        self.assertEqual([m.text for m, _ in self.store.messages.values()], ["Tolong kebakaran rumah!"])
+        self.gateway.dispatcher.lag = 0.0
+        self.assertEqual(self.request("POST", "/channels/web/webhook", {"sender": "1", "text": "Jalan rusak"})[0], 202)
+        code, status = self.request("GET", "/status")
+        self.assertEqual(status["channels"]["web"]["shed"], 1)
+
+    def test_shedding_can_be_turned_off(self):
+        self.make_gateway(CONFIG + "dispatch: {shed_lag: 0}\n")
+        self.gateway.dispatcher.lag = 5.0
+        self.assertEqual(self.request("POST", "/channels/web/webhook", {"sender": "1", "text": "Jalan rusak"})[0], 202)
