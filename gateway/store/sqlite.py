@@ -216,7 +216,29 @@ class SQLiteStore:
             self._reactor.callFromThread(self._closed)
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Operation]):
-        """Run ``batch`` in one transaction; return ``[(operation, ok, result or Failure)]``."""
+        """
+        Run ``batch`` in one transaction; return ``[(operation, ok, result or Failure)]``. The
+        usual case, where every operation succeeds, runs them straight; when one fails, the
+        batch is rolled back and run again with a savepoint around each operation, so that only
+        the failing one fails.
+        """
+        try:
+            conn.execute("BEGIN")
+            outcomes = [[operation, True, operation.fn(conn)] for operation in batch]
+            conn.execute("COMMIT")
+        except Exception:  # noqa: BLE001 - any failure: run the batch again, operation by operation
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            return self._execute_isolated(conn, batch)
+        self.commits += 1
+        self.operations += len(batch)
+        return outcomes
+
+    def _execute_isolated(self, conn: sqlite3.Connection, batch: list[_Operation]):
+        """Run ``batch`` in one transaction, each operation in a savepoint of its own."""
         outcomes: list[list] = []
         try:
             conn.execute("BEGIN")
