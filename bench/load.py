@@ -239,7 +239,7 @@ def count(spec, phase):
     total = phase["count"]
     every = phase.get("progress_every") or 0
     deadline = now_ns() + int(phase.get("timeout", 600) * 1e9)
-    state = {"next": 0, "ok": 0, "other": 0, "errors": 0, "active": phase["connections"],
+    state = {"next": 0, "ok": 0, "other": 0, "errors": 0, "shed": 0, "active": phase["connections"],
              "first": None, "last": None, "cpu0": cpu_ticks(phase.get("cpu_pid"))}
 
     def free(conn):
@@ -260,6 +260,13 @@ def count(spec, phase):
                 emit({"progress": state["ok"]})
         elif status is None:
             state["errors"] += 1
+        elif status == 503 and phase.get("retry_503"):
+            # Shed under overload: send it again shortly, as a platform would.
+            state["shed"] += 1
+            state["next"] -= 1
+            if conn is not None:
+                reactor.callLater(0.05, free, conn)
+                return
         else:
             state["other"] += 1
         if conn is None:
@@ -276,7 +283,7 @@ def count(spec, phase):
         cpu1 = cpu_ticks(phase.get("cpu_pid"))
         seconds = ((state["last"] or now_ns()) - (state["first"] or now_ns())) / 1e9
         done.callback({"kind": "count", "label": phase.get("label"), "sent": state["next"], "ok": state["ok"],
-                       "other": state["other"], "errors": state["errors"] + pool.failed,
+                       "other": state["other"], "errors": state["errors"] + pool.failed, "shed_503": state["shed"],
                        "first_send_ns": state["first"], "last_ack_ns": state["last"],
                        "rate": state["ok"] / seconds if seconds > 0 else None,
                        "cpu_ticks": None if state["cpu0"] is None or cpu1 is None else cpu1 - state["cpu0"]})

@@ -421,13 +421,15 @@ class Bench:
             before = sink_stats(self.normal_port)
             ticks0 = cpu_ticks(self.pid)
             run, = self.load([{"kind": "count", "port": self.port, "label": "e2e", "count": self.s["e2e_count"],
-                               "connections": self.s["connections"], "timeout": 120}], timeout=180)
+                               "connections": self.s["connections"], "timeout": 120, "retry_503": True}],
+                             timeout=180)
             self.drained()
             ticks = cpu_ticks(self.pid) - ticks0
             after = sink_stats(self.normal_port)
             seconds = (after["last_ns"] - run["first_send_ns"]) / 1e9
             rate = run["ok"] / seconds
             pairs.append({"reference": ref["rate"], "delivered": after["count"] - before["count"], "accepted": run["ok"],
+                          "shed_503_and_resent": run.get("shed_503"),
                           "seconds": round(seconds, 3), "rate": rate, "accept_rate": run["rate"],
                           "ratio": ratio(rate, ref["rate"]),
                           "cpu_us_per_report": ratio(ticks * 1e6 / CLK_TCK, run["ok"], 1)})
@@ -518,6 +520,7 @@ class Bench:
         started = time.monotonic()
         run, = self.load([{"kind": "count", "port": self.port, "label": "backlog", "count": total,
                            "connections": self.s["connections"], "timeout": 600, "progress_every": total // 10,
+                           "retry_503": True,
                            "cpu_pid": self.pid}], timeout=660, on_progress=progress)
         elapsed = time.monotonic() - started
         time.sleep(self.s["settle"])
@@ -526,7 +529,8 @@ class Bench:
         first = next((s for s in samples if s["accepted"] >= total // 10), samples[0])
         end = samples[-1]["rss_kb"]
         self.backlog_result = {
-            "reports": total, "accepted": run["ok"], "seconds": round(elapsed, 1),
+            "reports": total, "accepted": run["ok"], "shed_503_and_resent": run.get("shed_503"),
+            "seconds": round(elapsed, 1),
             "accepted_per_s": round(run["rate"] or 0, 1),
             "cpu_us_per_accept_sink_down": ratio(run["cpu_ticks"] * 1e6 / CLK_TCK, run["ok"], 1),
             "rss_before_kb": samples[0]["rss_kb"], "rss_at_10pct_kb": first["rss_kb"], "rss_after_kb": end,
