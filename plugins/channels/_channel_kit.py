@@ -1,7 +1,7 @@
 """
 Small pieces the channels share: completing an options mapping with its declared defaults,
-reading a request header as text, masking an address for a log line, and reading what an HTTP
-API answered to a send.
+reading a request header as text, masking an address for a log line, reading what an HTTP API
+answered to a send, and downloading a body with a size limit.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import treq
 from twisted.internet import defer
 
-from gateway.errors import TemporaryDeliveryError, error_for_status
+from gateway.errors import PermanentDeliveryError, TemporaryDeliveryError, error_for_status
 from gateway.options import REQUIRED, Option
 
 
@@ -82,3 +83,47 @@ def json_answer(request: defer.Deferred, service: str) -> defer.Deferred:
             return None
 
     return request.addCallbacks(answered, unreachable)
+
+
+class _Discard:
+    """A body protocol that drops what it is given (for a response we refuse to read)."""
+
+    def makeConnection(self, transport):
+        stop = getattr(transport, "stopProducing", None)
+        if stop is not None:
+            stop()
+
+    def dataReceived(self, data):
+        pass
+
+    def connectionLost(self, reason):
+        pass
+
+
+def discard(response) -> None:
+    """Stop reading ``response``'s body (one we refuse)."""
+    response.deliverBody(_Discard())
+
+
+def read_at_most(response, limit: int, what: str) -> defer.Deferred:
+    """
+    The body of a 2xx ``response`` (from an ``unbuffered`` treq request), refusing more than
+    ``limit`` bytes: a declared ``Content-Length`` over it is refused before reading, and the
+    reading stops as soon as it goes over. Fails with :class:`PermanentDeliveryError` naming
+    ``what`` ("media", "Telegram file"...).
+    """
+    length = response.length if isinstance(response.length, int) else None
+    if length is not None and length > limit:
+        discard(response)
+        return defer.fail(PermanentDeliveryError(f"{what} is {length} bytes, over the limit of {limit}"))
+    chunks = []
+    size = 0
+
+    def collect(data):
+        nonlocal size
+        size += len(data)
+        if size > limit:
+            raise PermanentDeliveryError(f"{what} is over the limit of {limit} bytes")
+        chunks.append(data)
+
+    return treq.collect(response, collect).addCallback(lambda _: b"".join(chunks))

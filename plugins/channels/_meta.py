@@ -30,7 +30,7 @@ from gateway.errors import (
 from gateway.interfaces import IChannel
 from gateway.message import Receipt
 from gateway.options import Option, http_url, positive
-from plugins.channels._channel_kit import masked, settings
+from plugins.channels._channel_kit import masked, read_at_most, settings
 
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 #: The newest Graph API version generally available when this was written (February 2026).
@@ -386,34 +386,6 @@ class GraphChannel:
             if not 200 <= response.code < 300:
                 return treq.content(response).addCallback(
                     lambda body: defer.fail(graph_error(response.code, body)))
-            length = response.length if isinstance(response.length, int) else None
-            if length is not None and length > limit:
-                response.deliverBody(_Discard())
-                raise PermanentDeliveryError(f"media is {length} bytes, over the limit of {limit}")
-            chunks = []
-            size = [0]
-
-            def collect(data):
-                size[0] += len(data)
-                if size[0] > limit:
-                    raise PermanentDeliveryError(f"media is over the limit of {limit} bytes")
-                chunks.append(data)
-
-            return treq.collect(response, collect).addCallback(lambda _: b"".join(chunks))
+            return read_at_most(response, limit, "media")
 
         return d.addCallback(read)
-
-
-class _Discard:
-    """A body protocol that drops what it is given (for a response we refuse to read)."""
-
-    def makeConnection(self, transport):
-        stop = getattr(transport, "stopProducing", None)
-        if stop is not None:
-            stop()
-
-    def dataReceived(self, data):
-        pass
-
-    def connectionLost(self, reason):
-        pass

@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import treq
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -41,7 +40,7 @@ from gateway.interfaces import IChannel
 from gateway.message import Location, Media, Message, Parsed, Receipt
 from gateway.options import Option, http_url, positive
 from gateway.polling import CursorPoller
-from plugins.channels._channel_kit import masked, media_type, settings
+from plugins.channels._channel_kit import discard, masked, media_type, read_at_most, settings
 
 DEFAULT_API = "https://api.telegram.org"
 
@@ -362,26 +361,10 @@ class TelegramChannel:
 
         def read(response):
             if not 200 <= response.code < 300:
-                response.deliverBody(_Discard())
+                discard(response)
                 error = error_for_status(response.code)
                 raise type(error)(f"Telegram file download: HTTP {response.code}", retry_after=error.retry_after)
-            length = response.length if isinstance(response.length, int) else None
-            if length is not None and length > limit:
-                response.deliverBody(_Discard())
-                raise PermanentDeliveryError(f"Telegram file is {length} bytes, over the limit of {limit}")
-            chunks = []
-            size = 0
-
-            def collect(data):
-                nonlocal size
-                size += len(data)
-                if size > limit:
-                    raise PermanentDeliveryError(f"Telegram file is over the limit of {limit} bytes")
-                chunks.append(data)
-
-            collected = treq.collect(response, collect)
-            collected.addErrback(_download_failed)
-            return collected.addCallback(lambda _: b"".join(chunks))
+            return read_at_most(response, limit, "Telegram file").addErrback(_download_failed)
 
         return d.addCallbacks(read, unreachable)
 
@@ -390,21 +373,6 @@ def _download_failed(failure):
     if failure.check(PermanentDeliveryError, TemporaryDeliveryError):
         return failure
     raise TemporaryDeliveryError(f"Telegram file download broke off ({type(failure.value).__name__})")
-
-
-class _Discard:
-    """A body protocol that drops what it is given (for a response we refuse to read)."""
-
-    def makeConnection(self, transport):
-        stop = getattr(transport, "stopProducing", None)
-        if stop is not None:
-            stop()
-
-    def dataReceived(self, data):
-        pass
-
-    def connectionLost(self, reason):
-        pass
 
 
 def _api_result(method: str, code: int, body: bytes):
