@@ -6,12 +6,21 @@ What health checkers and sysadmins poll: ``/health/live``, ``/health/ready``, ``
 from __future__ import annotations
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 import gateway
 from gateway.web.common import json_body, write_json
+
+
+class _OfGateway(Resource):
+    """A leaf resource that reads the running gateway."""
+
+    isLeaf = True
+
+    def __init__(self, gateway_service):
+        super().__init__()
+        self.gateway = gateway_service
 
 
 class Live(Resource):
@@ -23,20 +32,13 @@ class Live(Resource):
         return json_body(request, 200, {"status": "live"})
 
 
-class Ready(Resource):
+class Ready(_OfGateway):
     """
     200 when the store accepts writes and every enabled plugin has started; otherwise 503 naming
     what is not ready. A destination whose circuit breaker is open is named under ``degraded``
     without failing readiness: messages for it wait on disk, and taking messages in (above all
     emergencies for other destinations) must go on.
     """
-
-    isLeaf = True
-    log = Logger()
-
-    def __init__(self, gateway_service):
-        super().__init__()
-        self.gateway = gateway_service
 
     def render_GET(self, request):
         d = self.gateway.readiness()
@@ -55,14 +57,8 @@ class Ready(Resource):
         return NOT_DONE_YET
 
 
-class Status(Resource):
+class Status(_OfGateway):
     """The gateway's figures as JSON."""
-
-    isLeaf = True
-
-    def __init__(self, gateway_service):
-        super().__init__()
-        self.gateway = gateway_service
 
     def render_GET(self, request):
         g = self.gateway
@@ -87,14 +83,8 @@ class Status(Resource):
         return NOT_DONE_YET
 
 
-class Metrics(Resource):
+class Metrics(_OfGateway):
     """Prometheus text exposition."""
-
-    isLeaf = True
-
-    def __init__(self, gateway_service):
-        super().__init__()
-        self.gateway = gateway_service
 
     def render_GET(self, request):
         g = self.gateway
