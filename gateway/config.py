@@ -136,7 +136,7 @@ DISPATCH = (
     Option("rate_limit", float, default=None, check=positive, doc="Deliveries per second per destination, normal lanes."),
     Option("poll_interval", float, default=2.0, check=positive,
            doc="Seconds between looks at the store for work changed elsewhere (replays, other nodes)."),
-    Option("shed_lag", float, default=0.5, check=_non_negative,
+    Option("shed_lag", float, default=0.1, check=_non_negative,
            doc="Reactor lag (seconds) above which ordinary reports are answered 503 (0: never)."),
     Option("lag_threshold", float, default=0.05, check=_non_negative,
            doc="Reactor lag (seconds) above which normal lanes back off."),

@@ -335,7 +335,7 @@ class ObserverHookTests(GatewayFixture, SynchronousTestCase):
 class SheddingTests(GatewayFixture, SynchronousTestCase):
     def test_ordinary_reports_shed_while_late_emergencies_taken(self):
         self.make_gateway()
-        self.gateway.dispatcher.lag = 0.8  # above the default shed_lag of 0.5 s
+        self.gateway.dispatcher.lag = 0.8  # above the default shed_lag of 0.1 s
         response = self.successResultOf(self.http.post("http://siaga.test/channels/web/webhook",
                                                        json={"sender": "1", "text": "Jalan rusak"}))
         self.assertEqual(response.code, 503)
