@@ -138,6 +138,8 @@ DISPATCH = (
            doc="Seconds between looks at the store for work changed elsewhere (replays, other nodes)."),
     Option("shed_lag", float, default=0.1, check=_non_negative,
            doc="Reactor lag (seconds) above which ordinary reports are answered 503 (0: never)."),
+    Option("max_pending", int, default=64, check=_non_negative,
+           doc="Accepts waiting for the store above which ordinary reports are answered 503 (0: no limit)."),
     Option("lag_threshold", float, default=0.05, check=_non_negative,
            doc="Reactor lag (seconds) above which normal lanes back off."),
 )

@@ -31,7 +31,7 @@ class Ingest:
 
     def __init__(self, store, classifier, routes, dispatcher, clock, metrics: Optional[Metrics] = None,
                  channels: Optional[Mapping] = None, replies: Optional[Mapping] = None, hook=None,
-                 shed_lag: float = 0.0):
+                 shed_lag: float = 0.0, max_pending: int = 0):
         self.store = store
         self.classifier = classifier
         self.routes = routes
@@ -44,6 +44,9 @@ class Ingest:
         #: False while the gateway starts or stops: accepts then fail with StoreUnavailable.
         self.open = True
         self.shed_lag = shed_lag
+        self.max_pending = max_pending
+        #: Accepts handed to the store and not yet committed.
+        self.pending = 0
 
     def accept(self, messages: Sequence[Message], acknowledge: bool = True) -> defer.Deferred:
         """
@@ -51,7 +54,7 @@ class Ingest:
         :class:`gateway.message.Accepted` in order once committed. Fails with
         :class:`gateway.errors.StoreUnavailable` when the store cannot write, and with
         :class:`gateway.errors.Overloaded` when none of the messages is an emergency and the
-        reactor runs later than ``shed_lag``: nothing was stored either way.
+        gateway is overloaded (see :meth:`overloaded`): nothing was stored either way.
         With ``acknowledge``, each new message's citizen gets an acknowledgement with the ticket.
         """
         if not self.open:
@@ -68,14 +71,25 @@ class Ingest:
             emergency = emergency or triage.priority == EMERGENCY
         if not emergency and self.overloaded():
             self.metrics.shed(messages[0].channel_id if messages else "-", len(intakes))
-            return defer.fail(Overloaded(f"running {self.dispatcher.lag:.2f}s late"))
+            return defer.fail(Overloaded(f"{self.pending} accepts waiting, running {self.dispatcher.lag:.2f}s late"))
         started = self.clock.seconds()
+        self.pending += 1
         d = self.store.accept(intakes)
+        d.addBoth(self._stored)
         d.addCallback(self._accepted, started, acknowledge)
         return d
 
+    def _stored(self, result):
+        self.pending -= 1
+        return result
+
     def overloaded(self) -> bool:
-        """Whether ordinary reports are turned away now: the reactor runs later than ``shed_lag``."""
+        """
+        Whether ordinary reports are turned away now: the reactor runs later than ``shed_lag``,
+        or ``max_pending`` accepts already wait for the store.
+        """
+        if 0 < self.max_pending <= self.pending:
+            return True
         return 0 < self.shed_lag < getattr(self.dispatcher, "lag", 0.0)
 
     def _accepted(self, accepted: List[Accepted], started: float, acknowledge: bool) -> List[Accepted]:

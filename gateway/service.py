@@ -139,7 +139,7 @@ class GatewayService(MultiService):
         self.status_polling = StatusPolling(self.store, self.destinations, reactor, self.updates.status_changed)
         self.ingest = Ingest(self.store, self.classifier, config.routes, self.dispatcher, reactor, self.metrics,
                              channels=self.channels, replies=config.replies, hook=hook,
-                             shed_lag=config.dispatch["shed_lag"])
+                             shed_lag=config.dispatch["shed_lag"], max_pending=config.dispatch["max_pending"])
         self.root = Root(self)
         # Channels read their own bodies: twisted.web need not parse every POST's Content-Type
         # (through the email package, a third of a millisecond) to fill request.args from forms.

@@ -5,6 +5,7 @@ import textwrap
 import time
 
 from treq.testing import StubTreq
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -353,3 +354,28 @@ class SheddingTests(GatewayFixture, SynchronousTestCase):
         self.make_gateway(CONFIG + "dispatch: {shed_lag: 0}\n")
         self.gateway.dispatcher.lag = 5.0
         self.assertEqual(self.request("POST", "/channels/web/webhook", {"sender": "1", "text": "Jalan rusak"})[0], 202)
+
+    def test_ordinary_reports_shed_while_accepts_pile_up(self):
+        self.make_gateway(CONFIG + "dispatch: {max_pending: 2}\n")
+        held = []
+        store_accept = self.store.accept
+
+        def slow_accept(intakes):
+            d = defer.Deferred()
+            held.append((d, intakes))
+            return d
+        self.store.accept = slow_accept
+        waiting = [self.http.post("http://siaga.test/channels/web/webhook", json={"sender": "1", "text": f"jalan {i}"})
+                   for i in range(2)]
+        self.assertEqual(self.gateway.ingest.pending, 2)
+        shed = self.successResultOf(self.http.post("http://siaga.test/channels/web/webhook",
+                                                   json={"sender": "1", "text": "lampu mati"}))
+        self.assertEqual(shed.code, 503)
+        emergency = self.http.post("http://siaga.test/channels/web/webhook",
+                                   json={"sender": "2", "text": "Tolong kebakaran rumah!"})
+        self.assertEqual(len(held), 3, "an emergency is taken however many accepts wait")
+        for d, intakes in held:
+            store_accept(intakes).chainDeferred(d)
+        self.http.flush()
+        self.assertEqual([self.successResultOf(r).code for r in waiting + [emergency]], [202, 202, 202])
+        self.assertEqual(self.gateway.ingest.pending, 0)
