@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from gateway.errors import DeliveryError
 from gateway.message import EMERGENCY, PRIORITIES, Delivery
 from gateway.metrics import Metrics
+from gateway.plugins import observe
 
 OTHER_LANES = tuple(p for p in PRIORITIES if p != EMERGENCY)
 
@@ -416,12 +417,7 @@ class Dispatcher:
                          failure, delivery_id=delivery.id)
 
     def _observe(self, name, **kwargs):
-        if self.hook is None:
-            return
-        try:
-            getattr(self.hook, name)(**kwargs)
-        except Exception:
-            self.log.failure("A plugin's {hook} hook raised; ignored", hook=name)
+        observe(self.hook, name, **kwargs)
 
     # -- status -----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from gateway.errors import Overloaded, StoreUnavailable
 from gateway.message import EMERGENCY, Accepted, Intake, Message, Reply
 from gateway.metrics import Metrics
+from gateway.plugins import observe
 from gateway.replies import mask, send_reply
 from gateway.routing import route
 
@@ -130,9 +131,4 @@ class Ingest:
         send_reply(self.store, channel, reply, self.clock)
 
     def _observe(self, name, **kwargs):
-        if self.hook is None:
-            return
-        try:
-            getattr(self.hook, name)(**kwargs)
-        except Exception:
-            self.log.failure("A plugin's {hook} hook raised; ignored", hook=name)
+        observe(self.hook, name, **kwargs)

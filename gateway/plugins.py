@@ -13,6 +13,7 @@ import pkgutil
 from typing import Dict, Iterable, Optional, Tuple
 
 import pluggy
+from twisted.logger import Logger
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyClass
 
@@ -147,3 +148,19 @@ def _qualname(factory) -> str:
 
 def _first_line(error: Exception) -> str:
     return " ".join(str(error).split())
+
+
+_log = Logger()
+
+
+def observe(hook, name: str, **kwargs) -> None:
+    """
+    Call the observer hook ``name`` on the pluggy hook relay ``hook`` (nothing when it is None).
+    A plugin that raises is logged and ignored: observers never break the message path.
+    """
+    if hook is None:
+        return
+    try:
+        getattr(hook, name)(**kwargs)
+    except Exception:
+        _log.failure("A plugin's {hook} hook raised; ignored", hook=name)

@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.message import Reply
+from gateway.plugins import observe
 
 log = Logger()
 
@@ -74,11 +75,7 @@ class DeliveryUpdates:
 
     def status_changed(self, delivery, status: str) -> Optional[defer.Deferred]:
         """Announce a case's new status through the hook, and tell the citizen if configured to."""
-        if self.hook is not None:
-            try:
-                self.hook.siaga_status_changed(delivery=delivery, status=status)
-            except Exception:
-                log.failure("A plugin's siaga_status_changed hook raised; ignored")
+        observe(self.hook, "siaga_status_changed", delivery=delivery, status=status)
         return self._tell(self.status_templates.get(delivery.destination_id), delivery, status=status)
 
     def _tell(self, template, delivery, **fields) -> Optional[defer.Deferred]:

@@ -127,3 +127,24 @@ class HookDocumentationTests(SynchronousTestCase):
         for name, _ in inspect.getmembers(hookspecs, inspect.isfunction):
             if name.startswith("siaga_"):
                 self.assertIn(f"`{name}(", text, f"{name} is not in docs/plugins.md")
+
+
+class ObserveTests(SynchronousTestCase):
+    def test_raising_observer_is_logged_and_ignored(self):
+        from twisted.logger import capturedLogs
+
+        from gateway.plugins import observe
+
+        class Hook:
+            def siaga_delivered(self, delivery, receipt):
+                raise RuntimeError("plugin bug")
+        with capturedLogs() as events:
+            observe(Hook(), "siaga_delivered", delivery=None, receipt=None)
+        [event] = [e for e in events if "log_failure" in e]
+        self.assertIsInstance(event["log_failure"].value, RuntimeError)
+        self.assertEqual(event["hook"], "siaga_delivered")
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_no_hook_no_call(self):
+        from gateway.plugins import observe
+        self.assertIsNone(observe(None, "siaga_delivered", delivery=None, receipt=None))
