@@ -8,6 +8,7 @@ Webhooks reach it through the web layer; polling channels and the SMTP listener 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Mapping, Optional, Sequence
 
 from twisted.internet import defer
@@ -65,8 +66,7 @@ class Ingest:
         for message in messages:
             triage = self.classifier.classify(message)
             if message.location is not None and triage.location is None:
-                triage = triage.__class__(triage.priority, triage.category, triage.confidence,
-                                          triage.reasons, message.location)
+                triage = dataclasses.replace(triage, location=message.location)
             self._observe("siaga_message_triaged", message=message, triage=triage)
             intakes.append(Intake(message, triage, route(message, triage, self.routes)))
             emergency = emergency or triage.priority == EMERGENCY
