@@ -63,9 +63,21 @@ class CircuitBreaker:
             return True
         return False
 
+    #: While the probe is out, a refused attempt comes back after this many seconds at most.
+    probe_wait = 1.0
+
     def retry_at(self) -> float:
-        """When an attempt refused by the breaker should come back."""
-        return (self.opened_at or self.clock.seconds()) + self.reset_after
+        """
+        When an attempt refused by the breaker should come back: when the breaker half-opens,
+        or, when it already has and its probe is still out, a little later (``probe_wait``,
+        at most ``reset_after``), so that a slow probe does not make the lane claim and put
+        back the same deliveries over and over.
+        """
+        now = self.clock.seconds()
+        at = (self.opened_at if self.opened_at is not None else now) + self.reset_after
+        if at <= now:
+            return now + min(self.probe_wait, self.reset_after)
+        return at
 
     def succeeded(self) -> None:
         self.failures, self.opened_at, self.probing = 0, None, False

@@ -180,6 +180,32 @@ class DispatchTests(SynchronousTestCase):
         self.clock.pump([5.0] * 10)
         self.assertEqual(self.states(), ["delivered"] * 3)
 
+    def test_slow_probe_does_not_spin(self):
+        breaker = self.dispatcher.breakers["target"]
+        for _ in range(3):
+            breaker.failed()
+        self.accept(NORMAL, count=2)  # refused: back when the breaker half-opens
+        claims = []
+        claim = self.store.claim
+
+        def counted(*args):
+            claims.append(args)
+            if len(claims) > 20:
+                raise RuntimeError("the lane claims over and over")
+            return claim(*args)
+        self.store.claim = counted
+        self.target.hold = True
+        self.clock.advance(30.0)
+        self.assertEqual(len(self.target.pending), 1, "one probe")
+        self.assertLessEqual(len(claims), 10, "a wake or two per lane, not a spin")
+        waiting = [r for r in self.store.rows.values() if r.state == "pending"]
+        self.assertEqual([r.next_attempt_at for r in waiting], [self.clock.seconds() + 1.0])
+        self.target.hold = False
+        self.target.pending[0].callback(None)
+        self.assertEqual(breaker.state, "closed")
+        self.clock.advance(1.0)
+        self.assertEqual(self.states(), ["delivered"] * 2)
+
     def test_stop_waits_for_attempts(self):
         self.target.hold = True
         self.accept(EMERGENCY)
