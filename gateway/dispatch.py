@@ -8,6 +8,11 @@ jitter, a circuit breaker per destination, dead letters.
 - The other lanes (high, normal, low) claim due deliveries from the store when they have room:
   a bounded number in flight per destination, an optional rate limit, and a pause while the
   reactor runs late, so that a flood piles up on disk instead of slowing emergencies down.
+- A destination providing :class:`gateway.interfaces.IBatchDestination` with a ``batch_size``
+  above 1 gets the other lanes' deliveries in batches: each attempt takes up to ``batch_size`` of
+  what waits for it (never waiting to fill one). Its ``concurrency`` and ``rate_limit`` then count
+  batches, and its circuit breaker one outcome per batch; retries and dead letters stay per
+  delivery. Emergencies still go one by one.
 - A failure is retried with exponential backoff and jitter (``Retry-After`` honoured) until
   ``max_attempts`` or ``max_age``; a permanent failure is dead-lettered at once.
 
@@ -22,8 +27,11 @@ from typing import Callable, Deque, Dict, Mapping, Optional
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.reflect import safe_str
 
-from gateway.errors import DeliveryError
+from gateway.errors import DeliveryError, TemporaryDeliveryError
+from gateway.interfaces import IBatchDestination
 from gateway.message import EMERGENCY, PRIORITIES, Delivery
 from gateway.metrics import Metrics
 from gateway.plugins import observe
@@ -114,11 +122,29 @@ class RetryPolicy:
         return now + delay
 
 
+def batch_size_of(name: str, destination) -> int:
+    """
+    How many deliveries one attempt of ``destination`` takes: its ``batch_size`` when it provides
+    :class:`gateway.interfaces.IBatchDestination`, else 1. Raises ValueError, naming the
+    destination, for a ``batch_size`` that is not an integer of 1 or more.
+    """
+    if not IBatchDestination.providedBy(destination):
+        return 1
+    size = getattr(destination, "batch_size", None)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"destination {name!r}: batch_size must be an integer of 1 or more, got {size!r}")
+    return size
+
+
 class Dispatcher:
     """
     Delivers what the store holds. ``destinations`` maps names to started
     :class:`gateway.interfaces.IDestination` providers; ``hook`` is the pluggy hook relay (for
     the observer hooks) or None.
+
+    Bookkeeping of the other lanes: ``waiting[name]`` holds claimed deliveries not yet started,
+    ``active[name]`` counts attempts (requests: one delivery, or one batch) in flight per
+    destination, ``lane_active[priority]`` counts deliveries in flight per lane.
     """
 
     log = Logger()
@@ -140,6 +166,7 @@ class Dispatcher:
                for name in self.destinations}
         self.policies = {name: RetryPolicy(per[name], random_fraction) for name in per}
         self.concurrency = {name: per[name].get("concurrency", 8) for name in per}
+        self.batch_sizes = {name: batch_size_of(name, destination) for name, destination in self.destinations.items()}
         self.rate_limits = {name: per[name].get("rate_limit") for name in per}
         self.breakers = {name: CircuitBreaker(clock, per[name].get("breaker_failures", 5),
                                               per[name].get("breaker_reset", 30.0))
@@ -262,7 +289,8 @@ class Dispatcher:
             return self.emergency_capacity - self.emergency_active - len(self.emergency_waiting)
         if self.saturated:
             return 0
-        total = sum(self.concurrency.values()) or 1
+        # Enough for every destination's attempts in flight, each taking a full batch.
+        total = sum(self.concurrency[name] * self.batch_sizes[name] for name in self.concurrency) or 1
         busy = sum(self.lane_active[p] for p in OTHER_LANES) + sum(len(q) for q in self.waiting.values())
         return total - busy
 
@@ -282,8 +310,7 @@ class Dispatcher:
                 self.emergency_waiting.extend(claimed)
                 self._run_emergencies()
             else:
-                for delivery in claimed:
-                    self._queue(delivery)
+                self._queue(claimed)
             if len(claimed) < room:
                 break
         # A lane that started deliveries is woken again when they end; only an idle lane needs
@@ -304,34 +331,50 @@ class Dispatcher:
                     self.wake(EMERGENCY)
             d.addBoth(finished)
 
-    def _queue(self, delivery: Delivery):
-        name = delivery.destination_id
-        if name not in self.destinations:
-            self._unknown_destination(delivery)
-            return
-        self.waiting[name].append(delivery)
-        self._drain(name)
+    def _queue(self, claimed):
+        """Put claimed deliveries in their destinations' queues, then start what there is room for."""
+        touched = {}
+        for delivery in claimed:
+            name = delivery.destination_id
+            queue = self.waiting.get(name)
+            if queue is None:
+                self._unknown_destination(delivery)
+                continue
+            queue.append(delivery)
+            touched[name] = True
+        # All of a claim is queued before any starts, so that a batching destination's first
+        # attempts take what the claim brought rather than one delivery each.
+        for name in touched:
+            self._drain(name)
 
     def _drain(self, name: str):
         queue = self.waiting[name]
         rate = self.rate_limits[name]
+        size = self.batch_sizes[name]
         while self.running and queue and self.active[name] < self.concurrency[name]:
             if rate and not self._rate_allows(name, rate):
                 key = f"rate:{name}"
                 if key not in self._timers or not self._timers[key].active():
                     self._timers[key] = self.clock.callLater(1.0 / rate, self._drain, name)
                 return
-            delivery = queue.popleft()
+            if size == 1:
+                deliveries = (queue.popleft(),)
+            else:
+                deliveries = tuple(queue.popleft() for _ in range(min(size, len(queue))))
             self.active[name] += 1
-            self.lane_active[delivery.priority] += 1
-            d = self._attempt(delivery)
+            for delivery in deliveries:
+                self.lane_active[delivery.priority] += 1
+            d = self._attempt(deliveries[0]) if size == 1 else self._attempt_batch(name, deliveries)
+            d.addBoth(self._ended, name, deliveries)
 
-            def finished(_, delivery=delivery):
-                self.active[name] -= 1
-                self.lane_active[delivery.priority] -= 1
-                self._drain(name)
-                self.wake(delivery.priority)
-            d.addBoth(finished)
+    def _ended(self, _, name: str, deliveries) -> None:
+        """An attempt of the other lanes ended: free its room, start what waits, wake its lanes."""
+        self.active[name] -= 1
+        for delivery in deliveries:
+            self.lane_active[delivery.priority] -= 1
+        self._drain(name)
+        for priority in _lanes_of(deliveries):
+            self.wake(priority)
 
     def _rate_allows(self, name: str, rate: float) -> bool:
         now = self.clock.seconds()
@@ -342,6 +385,13 @@ class Dispatcher:
             sent.append(now)
             return True
         return False
+
+    def _schedule_lanes(self, deliveries) -> defer.Deferred:
+        """``_schedule`` each lane of ``deliveries`` once; never fails (a failure is logged)."""
+        def logged(failure, priority):
+            self.log.failure("Could not schedule the next attempt of lane {lane}", failure, lane=priority)
+        return defer.DeferredList([self._schedule(priority).addErrback(logged, priority)
+                                   for priority in _lanes_of(deliveries)])
 
     @defer.inlineCallbacks
     def _schedule(self, priority):
@@ -378,7 +428,7 @@ class Dispatcher:
         self.metrics.attempt_started(delivery.destination_id)
         d = defer.maybeDeferred(destination.deliver, delivery)
         self._attempts[delivery.id] = d
-        d.addCallbacks(self._delivered, self._failed, callbackArgs=(delivery, breaker, started),
+        d.addCallbacks(self._delivered_one, self._failed_one, callbackArgs=(delivery, breaker, started),
                        errbackArgs=(delivery, breaker, started))
         d.addErrback(self._store_failed, delivery)
 
@@ -387,9 +437,74 @@ class Dispatcher:
             return result
         return d.addBoth(forget)
 
-    def _delivered(self, receipt, delivery, breaker, started):
-        now = self.clock.seconds()
+    def _delivered_one(self, receipt, delivery, breaker, started):
         breaker.succeeded()
+        return self._delivered(receipt, delivery, started)
+
+    def _failed_one(self, failure, delivery, breaker, started):
+        breaker.failed()
+        return self._failed(_as_delivery_error(failure.value), delivery, started)
+
+    def _attempt_batch(self, name: str, deliveries) -> defer.Deferred:
+        """
+        Deliver a batch (one ``deliver_batch`` call) and record each delivery's outcome; the
+        breaker counts the call once. The Deferred never fails.
+        """
+        breaker = self.breakers[name]
+        if not breaker.allow():
+            at = breaker.retry_at()
+            released = [self.store.release(delivery.id, at).addErrback(self._store_failed, delivery)
+                        for delivery in deliveries]
+            return defer.DeferredList(released).addCallback(lambda _: self._schedule_lanes(deliveries))
+        started = self.clock.seconds()
+        for _ in deliveries:
+            self.metrics.attempt_started(name)
+        key = "batch:" + deliveries[0].id
+        d = defer.maybeDeferred(self.destinations[name].deliver_batch, list(deliveries))
+        self._attempts[key] = d
+        d.addCallbacks(self._batch_answered, self._batch_failed, callbackArgs=(name, deliveries, breaker, started),
+                       errbackArgs=(name, deliveries, breaker, started))
+        d.addErrback(lambda f: self.log.failure("Recording the outcome of a batch to {destination} failed", f,
+                                                destination=name))
+
+        def forget(result):
+            self._attempts.pop(key, None)
+            return result
+        return d.addBoth(forget)
+
+    def _batch_answered(self, results, name, deliveries, breaker, started):
+        if not isinstance(results, (list, tuple)) or len(results) != len(deliveries):
+            count = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+            self.log.error("Destination {destination} answered a batch of {size} with {count} results",
+                           destination=name, size=len(deliveries), count=count)
+            error = TemporaryDeliveryError(f"deliver_batch answered {count} results for {len(deliveries)} deliveries")
+            return self._batch_failed_with(error, deliveries, breaker, started)
+        failed = [delivery for delivery, result in zip(deliveries, results) if _is_error(result)]
+        if len(failed) == len(deliveries):
+            breaker.failed()
+        else:
+            breaker.succeeded()
+        recorded = []
+        for delivery, result in zip(deliveries, results):
+            if _is_error(result):
+                d = defer.maybeDeferred(self._failed, _as_delivery_error(result), delivery, started, schedule=False)
+            else:
+                d = defer.maybeDeferred(self._delivered, result, delivery, started)
+            recorded.append(d.addErrback(self._store_failed, delivery))
+        return defer.DeferredList(recorded).addCallback(lambda _: self._schedule_lanes(failed))
+
+    def _batch_failed(self, failure, name, deliveries, breaker, started):
+        return self._batch_failed_with(_as_delivery_error(failure.value), deliveries, breaker, started)
+
+    def _batch_failed_with(self, error, deliveries, breaker, started):
+        """Every delivery of the batch failed with ``error``: one breaker failure, each its own retry."""
+        breaker.failed()
+        recorded = [defer.maybeDeferred(self._failed, error, delivery, started, schedule=False)
+                    .addErrback(self._store_failed, delivery) for delivery in deliveries]
+        return defer.DeferredList(recorded).addCallback(lambda _: self._schedule_lanes(deliveries))
+
+    def _delivered(self, receipt, delivery, started):
+        now = self.clock.seconds()
         self.metrics.attempt_ended(delivery.destination_id, delivery.priority, "delivered", now - started, now,
                                    delivery.message.received_at)
         emit = self.log.info if delivery.priority == EMERGENCY else self.log.debug
@@ -404,11 +519,9 @@ class Dispatcher:
             d.addCallback(tell)
         return d
 
-    def _failed(self, failure, delivery, breaker, started):
+    def _failed(self, error: DeliveryError, delivery, started, schedule: bool = True):
+        """Retry or dead-letter one failed delivery; with ``schedule``, then reschedule its lane."""
         now = self.clock.seconds()
-        error = failure.value if isinstance(failure.value, DeliveryError) else DeliveryError(
-            f"{type(failure.value).__name__}: {failure.getErrorMessage()}")
-        breaker.failed()
         at = self.policies[delivery.destination_id].next_attempt(delivery, error, now)
         outcome = "retry" if at is not None else "dead"
         self.metrics.attempt_ended(delivery.destination_id, delivery.priority, outcome, now - started, now)
@@ -422,7 +535,9 @@ class Dispatcher:
                       delivery_id=delivery.id, destination=delivery.destination_id, attempt=delivery.attempt,
                       delay=at - now, error=error.reason)
         d = self.store.retry_later(delivery.id, error.reason, at)
-        return d.addCallback(lambda _: self._schedule(delivery.priority))
+        if schedule:
+            d.addCallback(lambda _: self._schedule(delivery.priority))
+        return d
 
     def _store_failed(self, failure, delivery):
         self.log.failure("Could not record the outcome of delivery {delivery_id}; it will be retried after a restart",
@@ -441,3 +556,22 @@ class Dispatcher:
             "emergency_waiting": len(self.emergency_waiting),
             "breakers": {name: b.state for name, b in self.breakers.items()},
         }
+
+
+def _is_error(result) -> bool:
+    """Whether an entry of a batch's results is a failed delivery (an exception or a Failure)."""
+    return isinstance(result, (BaseException, Failure))
+
+
+def _as_delivery_error(value) -> DeliveryError:
+    """An exception (or Failure) as a DeliveryError: any other exception counts as temporary."""
+    if isinstance(value, Failure):
+        value = value.value
+    if isinstance(value, DeliveryError):
+        return value
+    return DeliveryError(f"{type(value).__name__}: {safe_str(value)}")
+
+
+def _lanes_of(deliveries):
+    """The lanes of ``deliveries``, each once, in order."""
+    return list(dict.fromkeys(delivery.priority for delivery in deliveries))

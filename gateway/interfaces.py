@@ -1,8 +1,10 @@
 """
 The contracts between Siaga's core and its parts. Plugin authors implement :class:`IChannel`,
 :class:`IDestination` or :class:`IClassifier`; the core implements :class:`IStore` once per
-database. The docstrings are the contract: what each Deferred fires with and which errors mean
-what. ``gateway.testing`` has contract-test mixins that check an implementation against them.
+database. A destination may also provide :class:`IBatchDestination` (several deliveries in one
+request) or :class:`IStatusSource` (the status of the cases it took). The docstrings are the
+contract: what each Deferred fires with and which errors mean what. ``gateway.testing`` has
+contract-test mixins that check an implementation against them.
 
 A channel or destination class is constructed by the core as ``cls(name, options, context)``:
 ``name`` is its id in the configuration, ``options`` the validated, secret-resolved mapping of its
@@ -112,6 +114,44 @@ class IDestination(Interface):
         never help (it goes to dead letters at once) and with
         :class:`gateway.errors.TemporaryDeliveryError` (optionally with ``retry_after``)
         otherwise; any other failure counts as temporary.
+        """
+
+
+class IBatchDestination(IDestination):
+    """
+    A destination that can also take several deliveries in one request. Optional: a destination
+    that does not provide it, or whose ``batch_size`` is 1, gets one ``deliver`` call per
+    delivery, as always.
+
+    With ``batch_size`` above 1, the dispatcher's high, normal and low lanes call
+    ``deliver_batch`` with what is waiting for the destination, up to ``batch_size`` deliveries
+    (it never waits to fill a batch, so a batch may hold a single delivery, and deliveries of
+    different lanes may share one). The destination's ``concurrency`` then counts batches in
+    flight and its ``rate_limit`` batches per second. Emergencies still go one at a time through
+    ``deliver``, for the lowest latency.
+    """
+
+    batch_size = Attribute("The most deliveries one deliver_batch call takes: an int, 1 or more.")
+
+    def deliver_batch(deliveries):
+        """
+        Hand a list of :class:`gateway.message.Delivery` over, in one request where the target
+        allows. As for ``deliver``, every delivery may be attempted more than once: send each
+        ``delivery.id`` so the target can drop repeats (a batch may be formed differently on the
+        next attempt).
+
+        Return a Deferred that either
+
+        - fires with a list of the same length, in the same order, holding for each delivery a
+          :class:`gateway.message.Receipt` (taken) or a
+          :class:`gateway.errors.DeliveryError` *instance* (that delivery failed; temporary or
+          permanent as for ``deliver``; any other exception instance counts as temporary); or
+        - fails as a whole (a ``DeliveryError`` or any other exception), which counts as that
+          failure for every delivery of the batch.
+
+        The circuit breaker counts one outcome per call: a success when at least one delivery
+        was taken, a failure otherwise. A list of the wrong length fails the whole batch
+        (temporary).
         """
 
 

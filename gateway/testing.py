@@ -3,10 +3,12 @@ Fakes and contract tests for Siaga and for the people who write plugins for it.
 
 - :class:`MemoryStore`: an :class:`~gateway.interfaces.IStore` in memory, with the same
   semantics as the real stores (it runs the same contract suite).
-- :class:`RecordingDestination`, :class:`FakeChannel`: plugins that remember what they were given.
+- :class:`RecordingDestination`, :class:`RecordingBatchDestination`, :class:`FakeChannel`: plugins
+  that remember what they were given.
 - :class:`RecordingTarget`: a ``twisted.web`` resource standing in for an outbound HTTP target,
   for use with ``treq.testing.StubTreq``.
-- :class:`ChannelContractTests`, :class:`DestinationContractTests`: mixins for a
+- :class:`ChannelContractTests`, :class:`DestinationContractTests`,
+  :class:`BatchDestinationContractTests`: mixins for a
   ``twisted.trial.unittest.SynchronousTestCase`` that check a plugin against its interface.
   ``StoreContractTests`` (from :mod:`gateway.store.contract`) does the same for stores.
 """
@@ -20,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 from treq.testing import StubTreq
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
@@ -33,9 +36,10 @@ from gateway.errors import (
     StoreUnavailable,
     TemporaryDeliveryError,
 )
-from gateway.interfaces import IChannel, IDestination, IStore
+from gateway.interfaces import IBatchDestination, IChannel, IDestination, IStore
 from gateway.message import (
     EMERGENCY,
+    NORMAL,
     PRIORITIES,
     Accepted,
     DeadLetter,
@@ -342,6 +346,49 @@ class RecordingDestination:
         return defer.succeed(receipt)
 
 
+@implementer(IBatchDestination)
+class RecordingBatchDestination(RecordingDestination):
+    """
+    A :class:`RecordingDestination` that also takes batches
+    (:class:`~gateway.interfaces.IBatchDestination`). ``batches`` keeps the deliveries of every
+    ``deliver_batch`` call, one list per call; ``deliver`` still takes single ones (emergencies).
+    ``failure`` fails a whole batch; ``item_failures`` maps a delivery id to the exception that
+    stands for it in the results (that delivery alone fails). With ``hold``, a batch's Deferred
+    waits in ``pending`` until the test fires it (``errback`` fails the whole batch).
+    """
+
+    destination_type = "recording-batch"
+    options = RecordingDestination.options + (
+        Option("batch_size", int, default=10, check=lambda n: None if n >= 1 else "expected 1 or more",
+               doc="The most deliveries one batch takes."),)
+
+    def __init__(self, name="recording", options=None, context=None):
+        super().__init__(name, options, context)
+        self.batch_size = self.options.get("batch_size", 10)
+        self.batches: List[List[Delivery]] = []
+        self.item_failures: Dict[str, Exception] = {}
+
+    def deliver_batch(self, deliveries):
+        deliveries = list(deliveries)
+        self.batches.append(deliveries)
+        if self.failure is not None:
+            return defer.fail(self.failure)
+        results = []
+        for delivery in deliveries:
+            error = self.item_failures.get(delivery.id)
+            if error is not None:
+                results.append(error)
+                continue
+            self.delivered.append(delivery)
+            results.append(Receipt(reference=self.options.get("reference") or f"R-{delivery.id}"))
+        if self.hold:
+            d = defer.Deferred()
+            self.pending.append(d)
+            d.addCallback(lambda _: results)
+            return d
+        return defer.succeed(results)
+
+
 @implementer(IChannel)
 class FakeChannel:
     """
@@ -569,6 +616,90 @@ class DestinationContractTests:
         destination = self.contract_destination(code=429, body=b"slow down", headers={b"Retry-After": b"7"})
         failure = self.failureResultOf(destination.deliver(sample_delivery()), TemporaryDeliveryError)
         self.assertEqual(failure.value.retry_after, 7.0)
+
+
+class BatchDestinationContractTests:
+    """
+    Mix into a ``SynchronousTestCase`` (next to :class:`DestinationContractTests`) for a
+    destination that provides :class:`~gateway.interfaces.IBatchDestination`, and provide
+    ``make_batch_destination(context)``: the destination configured with a ``batch_size`` above
+    1. Set ``http = False`` for destinations that do not speak HTTP, and ``batch_success_body``
+    to what the real target answers when it takes a batch.
+    """
+
+    http = True
+    batch_success_body = b"{}"
+
+    def contract_batch_destination(self, code=200, body=None, headers=None):
+        self.clock = task.Clock()
+        self.target = RecordingTarget(code, self.batch_success_body if body is None else body, headers)
+        context = PluginContext(reactor=self.clock, http_client=StubTreq(self.target))
+        return self.make_batch_destination(context)
+
+    def contract_batch(self, count=3):
+        return [sample_delivery(priority=NORMAL, text=f"Jalan rusak di RT {i}") for i in range(count)]
+
+    def test_provides_batch_interface(self):
+        destination = self.contract_batch_destination()
+        self.assertTrue(verifyObject(IBatchDestination, destination))
+        self.assertIsInstance(destination.batch_size, int)
+        self.assertGreater(destination.batch_size, 1, "make_batch_destination should configure batching")
+
+    def test_batch_results_one_per_delivery(self):
+        destination = self.contract_batch_destination()
+        self.successResultOf(defer.maybeDeferred(destination.start))
+        results = self.successResultOf(destination.deliver_batch(self.contract_batch()))
+        self.assertEqual(len(results), 3, "one result per delivery, in order")
+        for result in results:
+            self.assertIsInstance(result, Receipt)
+
+    def test_batch_carries_every_delivery_id(self):
+        if not self.http:
+            return
+        destination = self.contract_batch_destination()
+        deliveries = self.contract_batch()
+        self.successResultOf(destination.deliver_batch(deliveries))
+        self.assertTrue(self.target.requests, "the destination sent no request")
+        sent = "".join(json.dumps(headers) + body.decode("utf-8", "replace")
+                       for method, path, headers, body in self.target.requests)
+        for delivery in deliveries:
+            self.assertIn(delivery.id, sent, "every delivery of a batch must carry its id")
+
+    def _batch_errors(self, code, body, headers=None):
+        """The errors a batch answered with ``code`` gives: the whole batch's, or each item's."""
+        destination = self.contract_batch_destination(code=code, body=body, headers=headers)
+        d = destination.deliver_batch(self.contract_batch())
+        results = []
+        d.addBoth(results.append)
+        self.assertTrue(results, "deliver_batch did not finish against an answering target")
+        outcome = results[0]
+        if isinstance(outcome, list):
+            self.assertEqual(len(outcome), 3)
+            return [_error_of(item) for item in outcome]
+        return [outcome.value] * 3
+
+    def test_batch_server_error_is_temporary(self):
+        if not self.http:
+            return
+        for error in self._batch_errors(503, b"busy"):
+            self.assertIsInstance(error, TemporaryDeliveryError)
+
+    def test_batch_client_error_is_permanent(self):
+        if not self.http:
+            return
+        for error in self._batch_errors(400, b"bad"):
+            self.assertIsInstance(error, PermanentDeliveryError)
+
+    def test_batch_too_many_requests_honours_retry_after(self):
+        if not self.http:
+            return
+        for error in self._batch_errors(429, b"slow down", headers={b"Retry-After": b"7"}):
+            self.assertIsInstance(error, TemporaryDeliveryError)
+            self.assertEqual(error.retry_after, 7.0)
+
+
+def _error_of(item):
+    return item.value if isinstance(item, Failure) else item
 
 
 def intake_for(text="Ada kebakaran", priority="normal", destinations=("target",), channel_id="web",

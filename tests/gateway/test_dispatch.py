@@ -1,14 +1,14 @@
 """Lanes, retries, circuit breakers and dead letters, on a task.Clock."""
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.config import Route
 from gateway.dispatch import CircuitBreaker, Dispatcher, RetryPolicy
 from gateway.errors import PermanentDeliveryError, TemporaryDeliveryError
-from gateway.message import EMERGENCY, NORMAL, Message, Triage
+from gateway.message import EMERGENCY, HIGH, NORMAL, Message, Receipt, Triage
 from gateway.routing import route
-from gateway.testing import MemoryStore, RecordingDestination, intake_for
+from gateway.testing import MemoryStore, RecordingBatchDestination, RecordingDestination, intake_for
 
 SETTINGS = {"max_attempts": 4, "base_delay": 1.0, "max_delay": 60.0, "emergency_max_delay": 2.0,
             "breaker_failures": 3, "breaker_reset": 30.0, "concurrency": 2, "emergency_concurrency": 4,
@@ -313,3 +313,292 @@ class PolicyTests(SynchronousTestCase):
         self.assertEqual(breaker.state, "closed")
 
 
+class BatchDispatchTests(SynchronousTestCase):
+    """
+    A destination providing IBatchDestination (batch_size 3, concurrency 2): batches in the
+    other lanes, one outcome per batch for its breaker, emergencies one by one.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1000)
+        self.store = MemoryStore()
+        self.target = RecordingBatchDestination("target", {"batch_size": 3})
+        self.other = RecordingDestination("other")
+        self.dispatcher = self.make({"target": self.target, "other": self.other})
+
+    def make(self, destinations, **settings):
+        dispatcher = Dispatcher(self.store, destinations, self.clock, dict(SETTINGS, **settings),
+                                random_fraction=lambda: 1.0)
+        self.successResultOf(dispatcher.start())
+        self.addCleanup(lambda: self.successResultOf(dispatcher.stop()))
+        return dispatcher
+
+    def stage(self, priority=NORMAL, count=1):
+        """Accept ``count`` messages into the store; the dispatcher has not seen them yet."""
+        return self.successResultOf(self.store.accept(
+            [intake_for(priority=priority, destinations=("target",), received_at=self.clock.seconds())
+             for _ in range(count)]))
+
+    def accept(self, priority=NORMAL, count=1, dispatcher=None, staged=None):
+        """Accept (or take ``staged``) and hand to the dispatcher; returns the deliveries."""
+        accepted = staged if staged is not None else self.stage(priority, count)
+        (dispatcher or self.dispatcher).submit(accepted)
+        return [delivery for item in accepted for delivery in item.deliveries]
+
+    def deliveries_of(self, accepted):
+        return [delivery for item in accepted for delivery in item.deliveries]
+
+    def sizes(self, target=None):
+        return [len(batch) for batch in (target or self.target).batches]
+
+    def states(self):
+        return sorted(row.state for row in self.store.rows.values())
+
+    def row(self, delivery):
+        return self.store.rows[delivery.id]
+
+    def release_held(self, target=None):
+        target = target or self.target
+        while any(not d.called for d in target.pending):
+            for d in [d for d in target.pending if not d.called]:
+                d.callback(None)
+
+    def test_one_at_a_time_goes_at_once(self):
+        self.accept()
+        self.assertEqual(self.sizes(), [1], "a batch never waits to fill")
+        self.accept()
+        self.assertEqual(self.sizes(), [1, 1])
+        self.assertEqual(self.target.batches[0][0].priority, NORMAL)
+        self.assertEqual(self.states(), ["delivered"] * 2)
+
+    def test_batches_formed_from_what_waits(self):
+        self.target.hold = True
+        self.accept(count=7)
+        self.assertEqual(self.sizes(), [3, 3], "two batches in flight (concurrency 2), full ones")
+        self.assertEqual(len(self.dispatcher.waiting["target"]), 1)
+        self.target.pending[0].callback(None)
+        self.assertEqual(self.sizes(), [3, 3, 1], "the next attempt takes what waits")
+        self.release_held()
+        self.assertEqual(self.states(), ["delivered"] * 7)
+        self.assertEqual(sorted(d.id for d in self.target.delivered), sorted(self.store.rows))
+
+    def test_concurrency_counts_batches(self):
+        self.target.hold = True
+        self.accept(count=20)
+        # Room for concurrency x batch_size deliveries of the batching destination (2 x 3) and
+        # concurrency of the other (2): the lane claims 8, starts two batches, keeps 2 waiting.
+        self.assertEqual(self.dispatcher.active["target"], 2)
+        self.assertEqual(self.dispatcher.lane_active[NORMAL], 6)
+        self.assertEqual(len(self.dispatcher.waiting["target"]), 2)
+        self.assertEqual(self.states().count("in_flight"), 8)
+        self.target.pending[0].callback(None)
+        self.assertEqual(self.dispatcher.active["target"], 2, "one batch ended, the next one started")
+        self.assertEqual(len(self.target.batches), 3)
+        self.release_held()
+        self.assertEqual(self.states(), ["delivered"] * 20)
+        self.assertEqual(max(self.sizes()), 3)
+        self.assertEqual((self.dispatcher.active["target"], self.dispatcher.lane_active[NORMAL]), (0, 0))
+        self.assertEqual(len(self.dispatcher.waiting["target"]), 0)
+
+    def test_room_is_concurrency_times_batch_size(self):
+        target = RecordingBatchDestination("target", {"batch_size": 50})
+        target.hold = True
+        dispatcher = self.make({"target": target}, concurrency=4)
+        self.accept(count=250, dispatcher=dispatcher)
+        self.assertEqual(self.states().count("in_flight"), 200)
+        self.assertEqual(self.sizes(target), [50] * 4)
+        self.release_held(target)
+        self.assertEqual(self.states(), ["delivered"] * 250)
+
+    def test_partial_failures(self):
+        staged = self.stage(count=3)
+        temporary, permanent, fine = self.deliveries_of(staged)
+        self.target.item_failures = {temporary.id: TemporaryDeliveryError("busy"),
+                                     permanent.id: PermanentDeliveryError("bad payload")}
+        self.accept(staged=staged)
+        self.assertEqual(self.sizes(), [3])
+        self.assertEqual(self.row(fine).state, "delivered")
+        self.assertEqual(self.row(fine).receipt.reference, f"R-{fine.id}")
+        self.assertEqual((self.row(permanent).state, self.row(permanent).error), ("dead", "bad payload"))
+        retried = self.row(temporary)
+        self.assertEqual((retried.state, retried.error, retried.attempts), ("pending", "busy", 1))
+        self.assertEqual(retried.next_attempt_at, self.clock.seconds() + 1.0)
+        self.assertEqual(self.dispatcher.breakers["target"].failures, 0, "the request got through")
+        self.target.item_failures = {}
+        self.clock.advance(1.0)
+        self.assertEqual([d.id for d in self.target.batches[-1]], [temporary.id])
+        self.assertEqual((retried.state, retried.attempts), ("delivered", 2))
+
+    def test_any_exception_in_results_is_temporary(self):
+        staged = self.stage()
+        broken, = self.deliveries_of(staged)
+        self.target.item_failures = {broken.id: RuntimeError("bug")}
+        self.accept(staged=staged)
+        self.assertEqual((self.row(broken).state, self.row(broken).error), ("pending", "RuntimeError: bug"))
+
+    def test_whole_batch_failure_retried(self):
+        self.target.hold = True
+        deliveries = self.accept(count=3)
+        self.assertEqual(self.sizes(), [3])
+        self.target.pending[0].errback(TemporaryDeliveryError("HTTP 503", retry_after=5.0))
+        rows = [self.row(d) for d in deliveries]
+        self.assertEqual({(r.state, r.attempts, r.error) for r in rows}, {("pending", 1, "HTTP 503")})
+        self.assertEqual({r.next_attempt_at for r in rows}, {self.clock.seconds() + 5.0})
+        self.assertEqual(self.dispatcher.breakers["target"].failures, 1, "one failure per request")
+        self.assertEqual((self.dispatcher.active["target"], self.dispatcher.lane_active[NORMAL]), (0, 0))
+        self.target.hold = False
+        self.clock.advance(4.9)
+        self.assertEqual(self.sizes(), [3])
+        self.clock.advance(0.1)
+        self.assertEqual(self.sizes(), [3, 3])
+        self.assertEqual({(r.state, r.attempts) for r in rows}, {("delivered", 2)})
+
+    def test_whole_batch_permanent_failure_dead_letters_each(self):
+        self.target.failure = PermanentDeliveryError("HTTP 400: bad")
+        self.accept(count=2)
+        self.assertEqual(self.sizes(), [2])
+        dead = self.successResultOf(self.store.dead_letters())
+        self.assertEqual([d.error for d in dead], ["HTTP 400: bad"] * 2)
+
+    def test_retry_policy_per_delivery(self):
+        self.dispatcher.policies["target"].max_attempts = 2
+        staged = self.stage(count=2)
+        old, new = self.deliveries_of(staged)
+        self.store.rows[old.id].attempts = 1  # tried once before
+        self.target.failure = TemporaryDeliveryError("down")
+        self.accept(staged=staged)
+        self.assertEqual(self.sizes(), [2], "one batch, two deliveries at different attempts")
+        self.assertEqual((self.row(old).state, self.row(old).attempts), ("dead", 2))
+        self.assertEqual((self.row(new).state, self.row(new).attempts), ("pending", 1))
+
+    def test_wrong_number_of_results_fails_the_batch(self):
+        self.target.deliver_batch = lambda deliveries: defer.succeed([Receipt("only-one")])
+        self.accept(count=2)
+        self.assertEqual(self.states(), ["pending"] * 2)
+        self.assertIn("1 results for 2 deliveries", next(iter(self.store.rows.values())).error)
+        self.assertEqual(self.dispatcher.breakers["target"].failures, 1)
+
+    def test_breaker_counts_requests(self):
+        breaker = self.dispatcher.breakers["target"]
+        self.target.failure = TemporaryDeliveryError("down")
+        self.target.hold = True
+        self.accept(count=6)  # two requests of three: two failures, not six
+        self.assertEqual(self.sizes(), [3, 3])
+        self.assertEqual((breaker.failures, breaker.state), (2, "closed"))
+        self.accept()
+        self.assertEqual((breaker.failures, breaker.state), (3, "open"))
+
+    def test_all_items_failing_counts_as_a_failed_request(self):
+        breaker = self.dispatcher.breakers["target"]
+        staged = self.stage(count=2)
+        self.target.item_failures = {d.id: TemporaryDeliveryError("no") for d in self.deliveries_of(staged)}
+        self.accept(staged=staged)
+        self.assertEqual(breaker.failures, 1)
+        staged = self.stage(count=2)
+        self.target.item_failures = {self.deliveries_of(staged)[0].id: TemporaryDeliveryError("no")}
+        self.accept(staged=staged)
+        self.assertEqual(breaker.failures, 0, "one delivery taken: the target answers")
+
+    def test_breaker_refusal_releases_the_whole_batch(self):
+        breaker = self.dispatcher.breakers["target"]
+        for _ in range(3):
+            breaker.failed()
+        self.assertEqual(breaker.state, "open")
+        self.accept(count=4)
+        self.assertEqual(self.target.batches, [], "nothing sent while the breaker is open")
+        self.assertEqual({(r.state, r.attempts, r.next_attempt_at) for r in self.store.rows.values()},
+                         {("pending", 0, breaker.retry_at())})
+        self.target.hold = True
+        self.clock.advance(30.0)
+        self.assertEqual(self.sizes(), [3], "the half-open probe is one request; the rest go back")
+        self.assertEqual(self.states(), ["in_flight"] * 3 + ["pending"])
+        self.target.hold = False
+        self.release_held()
+        self.assertEqual(breaker.state, "closed")
+        self.clock.advance(1.0)
+        self.assertEqual(self.states(), ["delivered"] * 4)
+        self.assertEqual(self.sizes(), [3, 1])
+
+    def test_emergency_stays_single(self):
+        self.target.hold = True
+        self.accept(count=3)
+        self.accept(EMERGENCY, count=3)
+        emergencies = [d for d in self.target.delivered if d.priority == EMERGENCY]
+        self.assertEqual(len(emergencies), 3)
+        self.assertEqual(self.sizes(), [3], "emergencies go through deliver, one each")
+        self.assertTrue(all(d.priority == NORMAL for batch in self.target.batches for d in batch))
+        self.release_held()
+
+    def test_emergency_retry_stays_single(self):
+        self.target.failure = TemporaryDeliveryError("down")
+        self.accept(EMERGENCY, count=2)
+        self.target.failure = None
+        self.clock.advance(2.0)
+        self.assertEqual(self.states(), ["delivered"] * 2)
+        self.assertEqual(self.target.batches, [])
+
+    def test_batch_size_one_is_single_delivery(self):
+        target = RecordingBatchDestination("target", {"batch_size": 1})
+        target.hold = True
+        dispatcher = self.make({"target": target}, concurrency=2)
+        self.accept(count=5, dispatcher=dispatcher)
+        self.assertEqual(target.batches, [], "batch_size 1 uses deliver")
+        self.assertEqual(len(target.pending), 2)
+        self.assertEqual(self.states().count("in_flight"), 2, "room is concurrency, as without batching")
+        self.release_held(target)
+        self.assertEqual(self.states(), ["delivered"] * 5)
+
+    def test_lanes_share_a_batch(self):
+        self.target.hold = True
+        self.accept(count=6)
+        self.accept(HIGH)
+        self.accept(NORMAL)
+        self.target.pending[0].callback(None)
+        self.assertEqual(sorted(d.priority for d in self.target.batches[-1]), [HIGH, NORMAL])
+        self.release_held()
+        self.assertEqual(self.states(), ["delivered"] * 8)
+        self.assertEqual(sum(self.dispatcher.lane_active.values()), 0)
+
+    def test_rate_limit_counts_batches(self):
+        target = RecordingBatchDestination("target", {"batch_size": 3})
+        dispatcher = self.make({"target": target}, rate_limit=1.0)
+        self.accept(count=6, dispatcher=dispatcher)
+        self.assertEqual(self.sizes(target), [3], "one request in the first second")
+        self.clock.advance(1.0)
+        self.assertEqual(self.sizes(target), [3, 3])
+
+    def test_outcomes_recorded_per_delivery(self):
+        calls = []
+
+        class Hook:
+            def siaga_delivered(self, delivery, receipt):
+                calls.append(receipt.reference)
+
+            def siaga_dead_lettered(self, delivery, error):
+                calls.append(error)
+        self.dispatcher.hook = Hook()
+        staged = self.stage(count=2)
+        first, second = self.deliveries_of(staged)
+        self.target.item_failures = {second.id: PermanentDeliveryError("gone")}
+        self.accept(staged=staged)
+        self.assertEqual(sorted(calls), sorted([f"R-{first.id}", "gone"]))
+        stats = self.dispatcher.metrics.destinations["target"]
+        self.assertEqual((stats.delivered, stats.dead_lettered, stats.in_flight), (1, 1, 0))
+
+    def test_stop_waits_for_batches(self):
+        self.target.hold = True
+        self.accept(count=2)
+        stopped = self.dispatcher.stop()
+        self.assertNoResult(stopped)
+        self.target.pending[0].callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual(self.states(), ["delivered"] * 2)
+
+    def test_bad_batch_size_refused(self):
+        target = RecordingBatchDestination("broken")
+        for size in (0, "3", 2.0, True):
+            target.batch_size = size
+            with self.assertRaises(ValueError) as raised:
+                Dispatcher(self.store, {"broken": target}, self.clock, SETTINGS)
+            self.assertIn("'broken'", str(raised.exception))
