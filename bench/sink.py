@@ -3,10 +3,13 @@ A destination stand-in for the benchmark: a tiny twisted.web server that answers
 
     python bench/sink.py --port-file PATH [--role normal|emergency]
 
-``POST /<anything>`` answers ``200 {}`` (or ``503`` while refusing). The ``emergency`` role stamps
-the arrival time of each delivery (``time.monotonic_ns()``, the same clock in every process of the
+``POST /<anything>`` answers ``200 {}`` (or ``503`` while refusing). A body is one delivery (the
+webhook's single document) or, from a webhook with ``batch_size`` above 1, a batch
+``{"deliveries": [...]}`` that counts as one delivery per item. The ``emergency`` role stamps the
+arrival time of each delivery (``time.monotonic_ns()``, the same clock in every process of the
 machine) and reads the send time the load generator put into the report's ``id``
-(``E<run>-<seq>-<send_ns>``), so latency is arrival minus send.
+(``E<run>-<seq>-<send_ns>``), so latency is arrival minus send; every item of a batch gets the
+batch's arrival time.
 
 Control, for the driver (loopback only):
 
@@ -28,6 +31,9 @@ import time
 from twisted.internet import reactor
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+#: How the webhook's batch body begins (``json.dumps({"deliveries": [...]})``).
+BATCH_PREFIX = b'{"deliveries":'
 
 
 class Sink(Resource):
@@ -63,24 +69,32 @@ class Sink(Resource):
             self.refusing = path == b"/refuse"
             return b"{}"
         body = request.content.read()
+        # Only a batch is parsed in the normal role: a single delivery needs no look inside.
+        items = json.loads(body)["deliveries"] if body.startswith(BATCH_PREFIX) else None
+        count = 1 if items is None else len(items)
         if self.refusing:
-            self.refused += 1
+            self.refused += count
             request.setResponseCode(503)
             request.setHeader(b"retry-after", b"30")
             return b'{"error": "down for the benchmark"}'
-        self.count += 1
+        self.count += count
         if self.first_ns is None:
             self.first_ns = arrived
         self.last_ns = arrived
         if self.role == "emergency":
-            external_id = (json.loads(body).get("message") or {}).get("external_id") or ""
-            parts = external_id.split("-")
-            if len(parts) == 3 and parts[0].startswith("E") and parts[2].isdigit():
-                self.latencies_us.append((arrived - int(parts[2])) / 1000.0)
-            else:
-                self.unstamped += 1
+            for item in (json.loads(body),) if items is None else items:
+                self.stamp(item, arrived)
         request.setHeader(b"content-type", b"application/json")
         return b"{}"
+
+    def stamp(self, delivery, arrived):
+        """Keep the latency of one delivery document, or count it as unstamped."""
+        external_id = (delivery.get("message") or {}).get("external_id") or ""
+        parts = external_id.split("-")
+        if len(parts) == 3 and parts[0].startswith("E") and parts[2].isdigit():
+            self.latencies_us.append((arrived - int(parts[2])) / 1000.0)
+        else:
+            self.unstamped += 1
 
 
 class QuietSite(Site):
