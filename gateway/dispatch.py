@@ -126,13 +126,16 @@ def batch_size_of(name: str, destination) -> int:
     """
     How many deliveries one attempt of ``destination`` takes: its ``batch_size`` when it provides
     :class:`gateway.interfaces.IBatchDestination`, else 1. Raises ValueError, naming the
-    destination, for a ``batch_size`` that is not an integer of 1 or more.
+    destination, for a ``batch_size`` that is not an integer of 1 or more, or a batching
+    destination without a ``deliver_batch`` method.
     """
     if not IBatchDestination.providedBy(destination):
         return 1
     size = getattr(destination, "batch_size", None)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"destination {name!r}: batch_size must be an integer of 1 or more, got {size!r}")
+    if size > 1 and not callable(getattr(destination, "deliver_batch", None)):
+        raise ValueError(f"destination {name!r}: batch_size is {size} but it has no deliver_batch method")
     return size
 
 

@@ -602,3 +602,10 @@ class BatchDispatchTests(SynchronousTestCase):
             with self.assertRaises(ValueError) as raised:
                 Dispatcher(self.store, {"broken": target}, self.clock, SETTINGS)
             self.assertIn("'broken'", str(raised.exception))
+
+    def test_batching_without_deliver_batch_refused(self):
+        target = RecordingBatchDestination("broken")
+        target.deliver_batch = None
+        with self.assertRaises(ValueError) as raised:
+            Dispatcher(self.store, {"broken": target}, self.clock, SETTINGS)
+        self.assertIn("no deliver_batch", str(raised.exception))
