@@ -6,6 +6,7 @@ and reports readiness through ``/health/ready``.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Callable, Dict, Optional
 
@@ -81,6 +82,21 @@ class _QuietSite(Site):
         pass
 
 
+def freeze_startup_objects() -> int:
+    """
+    Put everything the gateway has built so far (configuration, plugins, triage tables, modules)
+    out of the cyclic garbage collector's reach, and return how many objects that was.
+
+    The collector's full (generation 2) passes scan every tracked object; in a loaded daemon
+    they took 40 to 70 ms each, a stall of the reactor that an emergency waits through. After
+    ``gc.freeze()`` they scan only what traffic created since, a millisecond or two. The frozen
+    objects live for the whole process anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 class GatewayService(MultiService):
     """
     The running gateway. ``reactor`` provides time, TCP and threads; ``registry`` is what the
@@ -95,13 +111,15 @@ class GatewayService(MultiService):
     log = Logger()
 
     def __init__(self, config: GatewayConfig, reactor, registry: Registry, hook=None,
-                 http_client_factory: Optional[Callable] = None, store=None, install_logging: bool = False):
+                 http_client_factory: Optional[Callable] = None, store=None, install_logging: bool = False,
+                 freeze_gc: bool = False):
         super().__init__()
         self.config = config
         self.clock = reactor
         self.reactor = reactor
         self.hook = hook
         self.install_logging = install_logging
+        self.freeze_gc = freeze_gc
         self.metrics = Metrics()
         self.started_at: Optional[float] = None
         self.state: Dict[str, str] = {}
@@ -195,6 +213,8 @@ class GatewayService(MultiService):
         self.status_polling.start()
         for name, channel in self.channels.items():
             yield self._start_plugin(f"channel:{name}", channel)
+        if self.freeze_gc:
+            freeze_startup_objects()
         self.log.info("Siaga ready")
 
     def _start_retention(self):

@@ -55,7 +55,7 @@ class Options(usage.Options):
         from gateway.service import GatewayService
         try:
             self.service = GatewayService(config, reactor, self.registry, hook=self.plugin_manager.hook,
-                                          install_logging=True)
+                                          install_logging=True, freeze_gc=True)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from e
 

@@ -1,5 +1,6 @@
 """The HTTP side, end to end in memory: webhooks, health, status, metrics, admin API."""
 
+import gc
 import json
 import textwrap
 import time
@@ -379,3 +380,23 @@ class SheddingTests(GatewayFixture, SynchronousTestCase):
         self.http.flush()
         self.assertEqual([self.successResultOf(r).code for r in waiting + [emergency]], [202, 202, 202])
         self.assertEqual(self.gateway.ingest.pending, 0)
+
+
+class FreezeStartupObjectsTests(GatewayFixture, SynchronousTestCase):
+    """``freeze_gc`` (set by the twistd plugin) puts startup objects out of the collector's reach."""
+
+    def setUp(self):
+        gc.unfreeze()
+        self.addCleanup(gc.unfreeze)
+
+    def test_not_frozen_by_default(self):
+        self.make_gateway()
+        self.assertEqual(gc.get_freeze_count(), 0)
+
+    def test_frozen_once_started(self):
+        self.make_gateway()
+        self.gateway.freeze_gc = True
+        self.gateway.stopService()
+        self.gateway.startService()
+        self.assertEqual(self.gateway.state["store"], "ready")
+        self.assertGreater(gc.get_freeze_count(), 1000)
