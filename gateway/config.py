@@ -112,6 +112,8 @@ STORE = (
     Option("backend", str, default="sqlite", choices=("sqlite", "memory")),
     Option("path", str, default="var/siaga.db"),
     Option("synchronous", str, default="NORMAL", choices=("NORMAL", "FULL")),
+    Option("writer", str, default="auto", choices=("auto", "reactor", "thread"),
+           doc="Who runs the SQLite writes: the reactor thread (auto with NORMAL) or a thread of its own (auto with FULL)."),
     Option("retention_days", float, default=None, check=positive),
     Option("case_window", float, default=6 * 3600.0, check=_non_negative,
            doc="Seconds during which a sender's next message about the same matter joins their open case."),

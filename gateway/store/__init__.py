@@ -24,8 +24,8 @@ _NOT_FOR_THE_STORE = frozenset({"backend", "retention_days"})
 def make_store(backend: str, options: Mapping[str, Any], reactor):
     """
     An unstarted store. ``backend`` ``"sqlite"`` takes ``options`` ``{"path": ..., "synchronous":
-    "NORMAL" | "FULL"}`` (and optionally ``busy_timeout`` seconds, ``max_batch``, ``min_free_bytes`` and
-    ``case_window`` seconds; the whole
+    "NORMAL" | "FULL"}`` (and optionally ``busy_timeout`` seconds, ``max_batch``, ``min_free_bytes``,
+    ``case_window`` seconds, ``writer`` and ``checkpoint_interval`` seconds; the whole
     ``store:`` block may be passed, ``backend`` and ``retention_days`` are ignored);
     ``"memory"`` keeps everything in memory (tests, demos: nothing survives a restart).
     Raises ``ValueError`` for an unknown backend or a bad option.
@@ -35,7 +35,8 @@ def make_store(backend: str, options: Mapping[str, Any], reactor):
         from gateway.store.sqlite import SQLiteStore
         if not options.get("path"):
             raise ValueError("the sqlite store needs a 'path'")
-        known = {"path", "synchronous", "busy_timeout", "max_batch", "min_free_bytes", "case_window"}
+        known = {"path", "synchronous", "busy_timeout", "max_batch", "min_free_bytes", "case_window", "writer",
+                 "checkpoint_interval"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown sqlite store option(s): {', '.join(unknown)}")

@@ -1,19 +1,28 @@
 """
 The embedded SQLite :class:`~gateway.interfaces.IStore`: one database file in WAL mode, written by
-one dedicated thread with group commit.
+one writer with group commit.
 
-Every operation (reads included) is queued for the writer thread. When the thread wakes it takes
-everything queued (urgent operations first, then in arrival order; at most ``max_batch``), runs
-each one in its own SAVEPOINT inside ONE transaction, commits once, and only then fires each
-operation's Deferred on the reactor thread. It never waits to fill a batch: under light load a
-batch is a single operation, under heavy load one fsync covers hundreds of accepts. An accept that
-carries an emergency is queued as urgent, so it goes into the very next commit.
+Every operation (reads included) is queued for the writer, which takes everything queued (urgent
+operations first, then in arrival order; at most ``max_batch``), runs it in ONE transaction,
+commits once, and only then fires each operation's Deferred. It never waits to fill a batch:
+under light load a batch is a single operation, under heavy load one commit covers hundreds of
+accepts. An accept that carries an emergency is queued as urgent. Two writers:
+
+- ``reactor`` (the default with ``synchronous: NORMAL``): the batch runs on the reactor thread,
+  once per reactor turn, so every accept read in one turn shares one commit; an urgent operation
+  is committed at once, inside the call that queued it. In WAL mode with ``NORMAL`` a commit
+  is a write to the page cache, not an fsync, and costs less than handing the batch to a thread
+  and back; the fsyncs of WAL checkpoints run on a thread of the reactor's pool, on a
+  connection of their own, so they never hold up the reactor.
+- ``thread`` (the default with ``synchronous: FULL``, where every commit is an fsync): one
+  dedicated thread runs the batches and fires the Deferreds through ``callFromThread``.
 
 Failures: a ``sqlite3`` error (disk full, read-only, locked, corrupt) fails the operations it
 touched with :class:`~gateway.errors.StoreUnavailable`; when SQLite rolled the whole transaction
 back (disk full, I/O error) every operation of the batch fails, since none of it was kept. Any
-other exception fails only its own operation (its SAVEPOINT is rolled back). The thread carries on
-with the next batch, so the store is usable again as soon as the condition clears.
+other exception fails only its own operation (the batch is run again with a savepoint around
+each operation). The writer carries on with the next batch, so the store is usable again as soon
+as the condition clears.
 
 See ``docs/store.md`` for the schema, durability settings, backups and retention.
 """
@@ -30,7 +39,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -54,6 +63,7 @@ from gateway.store import migrations as _migrations
 log = Logger()
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA", "OFF")
+WRITERS = ("auto", "reactor", "thread")
 
 _URGENT, _ROUTINE = 0, 1
 
@@ -116,16 +126,26 @@ class SQLiteStore:
     loss). ``busy_timeout`` (seconds) is how long a write waits for a lock held by another
     process (a backup, an operator's ``sqlite3`` shell). ``max_batch`` caps the operations of one
     group commit so an urgent accept never waits behind an unbounded batch. ``check_writable``
-    fails when the database's file system has less than ``min_free_bytes`` left.
+    fails when the database's file system has less than ``min_free_bytes`` left. ``writer`` is
+    ``reactor``, ``thread`` or ``auto`` (``thread`` for ``FULL`` and ``EXTRA``, else ``reactor``:
+    see the module docstring); with the reactor writer, WAL checkpoints run every
+    ``checkpoint_interval`` seconds on a thread.
     """
 
     def __init__(self, path: str, reactor, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
                  max_batch: int = 500, min_free_bytes: int = 16 * 1024 * 1024,
-                 case_window: float = DEFAULT_CASE_WINDOW,
+                 case_window: float = DEFAULT_CASE_WINDOW, writer: str = "auto", checkpoint_interval: float = 1.0,
                  migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}")
+        writer = str(writer).lower()
+        if writer not in WRITERS:
+            raise ValueError(f"writer must be one of {', '.join(WRITERS)}, not {writer!r}")
+        if writer == "auto":
+            writer = "thread" if mode in ("FULL", "EXTRA") else "reactor"
+        self.writer = writer
+        self.checkpoint_interval = float(checkpoint_interval)
         self.path = path
         self.synchronous = mode
         self._reactor = reactor
@@ -141,6 +161,12 @@ class SQLiteStore:
         self._accepting = False
         self._stopping = False
         self._stop_waiters: list[defer.Deferred] = []
+        # The reactor writer: its connection, the pending end-of-turn flush, checkpoints.
+        self._conn: sqlite3.Connection | None = None
+        self._flush_call = None
+        self._flushing = False
+        self._checkpoints: task.LoopingCall | None = None
+        self._checkpointing: defer.Deferred | None = None
         #: Batches committed and operations run, for benchmarks and metrics.
         self.commits = 0
         self.operations = 0
@@ -148,7 +174,9 @@ class SQLiteStore:
     # -- the writer thread -------------------------------------------------------------------
 
     def start(self):
-        """Start the writer thread, open the file and migrate it. Fails with StoreUnavailable or SchemaError."""
+        """Open the file, migrate it and start the writer. Fails with StoreUnavailable or SchemaError."""
+        if self.writer == "reactor":
+            return self._start_on_reactor()
         if self._thread is not None:
             return defer.succeed(None)
         started = defer.Deferred()
@@ -159,7 +187,9 @@ class SQLiteStore:
         return started
 
     def stop(self):
-        """Run everything already queued, close the file; fires when the thread has ended."""
+        """Run everything already queued, close the file; fires when the writer has ended."""
+        if self.writer == "reactor":
+            return self._stop_on_reactor()
         if self._thread is None:
             return defer.succeed(None)
         waiter = defer.Deferred()
@@ -169,6 +199,86 @@ class SQLiteStore:
             self._stopping = True
             self._cond.notify()
         return waiter
+
+    # -- the reactor writer ------------------------------------------------------------------
+
+    def _start_on_reactor(self):
+        if self._conn is not None:
+            return defer.succeed(None)
+        started = defer.Deferred()
+        try:
+            conn, mode, before, after = self._open()
+        except _migrations.SchemaError:
+            self._start_failed(started, Failure())
+            return started
+        except (sqlite3.Error, OSError) as e:
+            self._start_failed(started, _unavailable(e))
+            return started
+        except Exception:  # noqa: BLE001 - whatever stops the file opening fails start()
+            self._start_failed(started, Failure())
+            return started
+        if self.path != ":memory:":
+            # Checkpoints (and their fsyncs) run on a thread instead; see _checkpoint.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._checkpoints = task.LoopingCall(self._start_checkpoint)
+            self._checkpoints.clock = self._reactor
+            self._checkpoints.start(self.checkpoint_interval, now=False)
+        self._conn = conn
+        self._accepting = True
+        self._started(started, mode, before, after)
+        return started
+
+    @defer.inlineCallbacks
+    def _stop_on_reactor(self):
+        if self._conn is None:
+            return
+        self._accepting = False
+        self._flush()
+        if self._checkpoints is not None and self._checkpoints.running:
+            self._checkpoints.stop()
+        if self._checkpointing is not None:
+            yield self._checkpointing
+        self._conn.close()
+        self._conn = None
+
+    def _start_checkpoint(self):
+        if self._checkpointing is not None:
+            return
+        self._checkpointing = threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                                        self._checkpoint)
+        self._checkpointing.addErrback(lambda f: log.failure("WAL checkpoint of {path} failed", f, path=self.path))
+
+        def done(_):
+            self._checkpointing = None
+        self._checkpointing.addBoth(done)
+
+    def _checkpoint(self):
+        """On a pool thread: copy the WAL into the database (PASSIVE: never waits for the writer)."""
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.close()
+
+    def _flush(self):
+        """Run every queued operation, a batch (one transaction) at a time, and fire their Deferreds."""
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        if self._flushing or self._conn is None:
+            return  # the running flush takes what was queued meanwhile
+        self._flushing = True
+        try:
+            while self._queue:
+                count = min(len(self._queue), self._max_batch)
+                batch = [heapq.heappop(self._queue)[2] for _ in range(count)]
+                self._fire(self._execute(self._conn, batch))
+        finally:
+            self._flushing = False
+
+    # -- the writer thread -------------------------------------------------------------------
 
     def _open(self):
         """Open, tune and migrate the file: ``(connection, journal mode, from version, to version)``."""
@@ -321,6 +431,14 @@ class SQLiteStore:
         if not self._accepting:
             return defer.fail(StoreUnavailable("the store is not running"))
         deferred = defer.Deferred()
+        if self._conn is not None:
+            heapq.heappush(self._queue, (_URGENT if urgent else _ROUTINE, next(self._seq),
+                                         _Operation(fn, deferred, name)))
+            if urgent:
+                self._flush()
+            elif self._flush_call is None:
+                self._flush_call = self._reactor.callLater(0, self._flush)
+            return deferred
         with self._cond:
             heapq.heappush(self._queue, (_URGENT if urgent else _ROUTINE, next(self._seq),
                                          _Operation(fn, deferred, name)))
@@ -329,8 +447,8 @@ class SQLiteStore:
 
     def run_in_writer(self, fn: Callable[[sqlite3.Connection], Any], urgent: bool = False) -> defer.Deferred:
         """
-        Run ``fn(connection)`` on the writer thread inside the next batch's transaction and fire
-        with its result: for maintenance commands and tests. ``fn`` must not commit.
+        Run ``fn(connection)`` in the writer's next batch, inside its transaction, and fire with
+        its result: for maintenance commands and tests. ``fn`` must not commit.
         """
         return self._submit(getattr(fn, "__name__", "run_in_writer"), fn, urgent)
 

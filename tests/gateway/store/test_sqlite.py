@@ -18,12 +18,16 @@ def _reactor():
 
 
 class SQLiteStoreContractTests(StoreContractTests, TestCase):
+    """The contract, with the writer on the reactor thread (the default with synchronous NORMAL)."""
+
+    writer = "reactor"
+
     def make_store(self):
         self.path = self.mktemp() + ".db"
-        return SQLiteStore(self.path, _reactor())
+        return SQLiteStore(self.path, _reactor(), writer=self.writer)
 
     def reopen_store(self):
-        return SQLiteStore(self.path, _reactor())
+        return SQLiteStore(self.path, _reactor(), writer=self.writer)
 
     def set_writable(self, store, writable):
         def query_only(conn):
@@ -32,6 +36,12 @@ class SQLiteStoreContractTests(StoreContractTests, TestCase):
 
     def quarantined(self, store):
         return store.list_quarantine()
+
+
+class SQLiteThreadWriterContractTests(SQLiteStoreContractTests):
+    """The same contract with the writer thread."""
+
+    writer = "thread"
 
 
 class _Blocked:
@@ -56,7 +66,7 @@ class _Blocked:
 class WriterThreadTests(TestCase):
     def setUp(self):
         self.path = self.mktemp() + ".db"
-        self.store = SQLiteStore(self.path, _reactor())
+        self.store = SQLiteStore(self.path, _reactor(), writer="thread")
         self.addCleanup(self.store.stop)
         return self.store.start()
 
@@ -234,3 +244,74 @@ class WriterThreadTests(TestCase):
         yield self.store.accept([_intake("sesudah", external_id="b2")])
         self.assertEqual(target.execute("SELECT text FROM messages").fetchall(), [("disimpan",)])
         target.close()
+
+
+class ReactorWriterTests(TestCase):
+    """The reactor writer: a commit per reactor turn, urgent work at once, checkpoints on a thread."""
+
+    def setUp(self):
+        self.path = self.mktemp() + ".db"
+        self.store = SQLiteStore(self.path, _reactor(), writer="reactor")
+        self.addCleanup(self.store.stop)
+        return self.store.start()
+
+    def test_writer_follows_synchronous(self):
+        self.assertEqual(self.store.writer, "reactor")
+        self.assertEqual(SQLiteStore("x.db", _reactor(), synchronous="FULL").writer, "thread")
+        self.assertEqual(SQLiteStore("x.db", _reactor(), synchronous="FULL", writer="reactor").writer, "reactor")
+        self.assertRaises(ValueError, SQLiteStore, "x.db", _reactor(), writer="sometimes")
+
+    @defer.inlineCallbacks
+    def test_one_turn_is_one_commit(self):
+        before = self.store.commits
+        accepts = [self.store.accept([_intake(f"pesan {i}", external_id=f"e{i}")]) for i in range(20)]
+        self.assertFalse(any(d.called for d in accepts), "routine work waits for the end of the turn")
+        results = yield defer.gatherResults(accepts)
+        self.assertEqual(len(results), 20)
+        self.assertEqual(self.store.commits - before, 1)
+
+    def test_urgent_accept_is_committed_before_the_call_returns(self):
+        routine = self.store.accept([_intake("biasa", external_id="n")])
+        urgent = self.store.accept([_intake("kebakaran", priority=EMERGENCY, external_id="sos")])
+        self.assertTrue(urgent.called and routine.called, "the urgent flush takes what was queued too")
+        reader = sqlite3.connect(self.path)
+        self.addCleanup(reader.close)
+        rows = reader.execute("SELECT external_id FROM messages ORDER BY rowid").fetchall()
+        self.assertEqual(rows, [("sos",), ("n",)], "urgent first, both committed")
+
+    @defer.inlineCallbacks
+    def test_failing_operation_does_not_spoil_its_batch(self):
+        def broken(conn):
+            conn.execute("INSERT INTO store_meta (key, value) VALUES ('half', 'done')")
+            raise ValueError("not a store problem")
+        first = self.store.accept([_intake("satu", external_id="1")])
+        middle = self.store.run_in_writer(broken)
+        last = self.store.accept([_intake("dua", external_id="2")])
+        yield self.assertFailure(middle, ValueError)
+        accepted = yield defer.gatherResults([first, last])
+        self.assertEqual(len(accepted), 2)
+        half = yield self.store.run_in_writer(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM store_meta WHERE key = 'half'").fetchone()[0])
+        self.assertEqual(half, 0)
+
+    @defer.inlineCallbacks
+    def test_checkpoints_run_on_a_thread(self):
+        auto = yield self.store.run_in_writer(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        self.assertEqual(auto, 0, "the reactor's connection never checkpoints")
+        size = os.path.getsize(self.path)
+        yield defer.gatherResults([self.store.accept([_intake("x" * 2000, external_id=f"c{i}")]) for i in range(200)])
+        self.assertEqual(os.path.getsize(self.path), size, "the rows are in the WAL only")
+        self.store._start_checkpoint()
+        yield self.store._checkpointing
+        self.assertGreater(os.path.getsize(self.path), size + 200 * 2000)
+
+    @defer.inlineCallbacks
+    def test_stop_finishes_queued_work(self):
+        pending = self.store.accept([_intake("terakhir", external_id="last")])
+        yield self.store.stop()
+        accepted = yield pending
+        self.assertEqual(accepted[0].message.external_id, "last")
+        reader = sqlite3.connect(self.path)
+        self.addCleanup(reader.close)
+        self.assertEqual(reader.execute("SELECT COUNT(*) FROM messages").fetchone()[0], 1)
+        yield self.assertFailure(self.store.accept([_intake("telat")]), StoreUnavailable)
