@@ -164,6 +164,8 @@ class Dispatcher:
         self.on_delivered = on_delivered
         self.emergency_capacity = settings.get("emergency_concurrency", 32)
         self.lag_threshold = settings.get("lag_threshold", 0.05)
+        #: The most deliveries one store claim takes (a lane with more room claims again).
+        self.claim_chunk = settings.get("claim_chunk", 64)
         # Each destination's settings: its own ``dispatch:`` overrides, then the global ones.
         per = {name: collections.ChainMap(dict((overrides or {}).get(name, {})), dict(settings))
                for name in self.destinations}
@@ -307,14 +309,17 @@ class Dispatcher:
                 if priority != EMERGENCY and self.saturated:
                     self._held.add(priority)
                 break
-            claimed = yield self.store.claim(priority, room, self.clock.seconds())
+            # In chunks: a claim reads and decodes its rows in one go, and the reactor (where the
+            # store may run) should turn between chunks to read new requests.
+            limit = min(room, self.claim_chunk)
+            claimed = yield self.store.claim(priority, limit, self.clock.seconds())
             started_any = started_any or bool(claimed)
             if priority == EMERGENCY:
                 self.emergency_waiting.extend(claimed)
                 self._run_emergencies()
             else:
-                self._queue(claimed)
-            if len(claimed) < room:
+                self._queue(claimed, more_coming=len(claimed) == limit)
+            if len(claimed) < limit:
                 break
         # A lane that started deliveries is woken again when they end; only an idle lane needs
         # the store's next due time (one query less per pump under load).
@@ -334,8 +339,12 @@ class Dispatcher:
                     self.wake(EMERGENCY)
             d.addBoth(finished)
 
-    def _queue(self, claimed):
-        """Put claimed deliveries in their destinations' queues, then start what there is room for."""
+    def _queue(self, claimed, more_coming: bool = False):
+        """
+        Put claimed deliveries in their destinations' queues, then start what there is room for.
+        With ``more_coming`` (the lane claims again at once) a batching destination only starts
+        full batches, so that claiming in chunks does not split its batches.
+        """
         touched = {}
         for delivery in claimed:
             name = delivery.destination_id
@@ -347,14 +356,21 @@ class Dispatcher:
             touched[name] = True
         # All of a claim is queued before any starts, so that a batching destination's first
         # attempts take what the claim brought rather than one delivery each.
-        for name in touched:
-            self._drain(name)
+        if more_coming:
+            for name in touched:
+                self._drain(name, full_only=True)
+        else:
+            for name, queue in self.waiting.items():
+                if queue:
+                    self._drain(name)
 
-    def _drain(self, name: str):
+    def _drain(self, name: str, full_only: bool = False):
         queue = self.waiting[name]
         rate = self.rate_limits[name]
         size = self.batch_sizes[name]
         while self.running and queue and self.active[name] < self.concurrency[name]:
+            if full_only and len(queue) < size:
+                return
             if rate and not self._rate_allows(name, rate):
                 key = f"rate:{name}"
                 if key not in self._timers or not self._timers[key].active():

@@ -411,6 +411,24 @@ class BatchDispatchTests(SynchronousTestCase):
         self.release_held(target)
         self.assertEqual(self.states(), ["delivered"] * 250)
 
+    def test_claims_in_chunks_without_splitting_batches(self):
+        target = RecordingBatchDestination("target", {"batch_size": 50})
+        target.hold = True
+        limits = []
+        claim = self.store.claim
+
+        def recording_claim(priority, limit, now):
+            limits.append(limit)
+            return claim(priority, limit, now)
+        self.store.claim = recording_claim
+        dispatcher = self.make({"target": target}, concurrency=4, claim_chunk=64)
+        self.accept(count=230, dispatcher=dispatcher)
+        self.assertLessEqual(max(limits), 64, "no claim takes more than a chunk")
+        self.assertEqual(self.sizes(target), [50] * 4, "full batches although each claim brought 64")
+        self.release_held(target)
+        self.assertEqual(self.states(), ["delivered"] * 230)
+        self.assertEqual(self.sizes(target)[-1], 30, "the rest goes out once the lane is drained")
+
     def test_partial_failures(self):
         staged = self.stage(count=3)
         temporary, permanent, fine = self.deliveries_of(staged)
