@@ -261,22 +261,30 @@ class SQLiteStore:
         finally:
             conn.close()
 
-    def _flush(self):
-        """Run every queued operation, a batch (one transaction) at a time, and fire their Deferreds."""
-        if self._flush_call is not None:
+    def _flush(self, urgent_only: bool = False):
+        """
+        Run the queued operations, a batch (one transaction) at a time, and fire their Deferreds.
+        With ``urgent_only``, only the urgent ones: the routine ones keep their end-of-turn flush,
+        so that an emergency's delivery leaves before they are written.
+        """
+        if self._flushing or self._conn is None:
+            return  # the running flush takes what was queued meanwhile
+        if not urgent_only and self._flush_call is not None:
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
-        if self._flushing or self._conn is None:
-            return  # the running flush takes what was queued meanwhile
         self._flushing = True
         try:
-            while self._queue:
-                count = min(len(self._queue), self._max_batch)
-                batch = [heapq.heappop(self._queue)[2] for _ in range(count)]
+            while self._queue and (not urgent_only or self._queue[0][0] == _URGENT):
+                batch = []
+                while self._queue and len(batch) < self._max_batch and (
+                        not urgent_only or self._queue[0][0] == _URGENT):
+                    batch.append(heapq.heappop(self._queue)[2])
                 self._fire(self._execute(self._conn, batch))
         finally:
             self._flushing = False
+        if self._queue and self._flush_call is None:
+            self._flush_call = self._reactor.callLater(0, self._flush)
 
     # -- the writer thread -------------------------------------------------------------------
 
@@ -435,7 +443,7 @@ class SQLiteStore:
             heapq.heappush(self._queue, (_URGENT if urgent else _ROUTINE, next(self._seq),
                                          _Operation(fn, deferred, name)))
             if urgent:
-                self._flush()
+                self._flush(urgent_only=True)
             elif self._flush_call is None:
                 self._flush_call = self._reactor.callLater(0, self._flush)
             return deferred
