@@ -214,7 +214,7 @@ def write_config(directory, port, emergency_port, normal_port, store="sqlite"):
               web: {{type: web}}
             destinations:
               cad112: {{type: webhook, url: "http://127.0.0.1:{emergency_port}/emergency", timeout: 5}}
-              lapor: {{type: webhook, url: "http://127.0.0.1:{normal_port}/normal", timeout: 5}}
+              lapor: {{type: webhook, url: "http://127.0.0.1:{normal_port}/normal", timeout: 5, batch_size: 50}}
             routes:
               - when: {{priority: emergency}}
                 to: [cad112]
