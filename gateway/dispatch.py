@@ -71,6 +71,12 @@ class CircuitBreaker:
             return True
         return False
 
+    @property
+    def refusing(self) -> bool:
+        """Whether an attempt would be refused now (open, or half-open with its probe out)."""
+        state = self.state
+        return state == "open" or (state == "half-open" and self.probing)
+
     #: While the probe is out, a refused attempt comes back after this many seconds at most.
     probe_wait = 1.0
 
@@ -181,6 +187,7 @@ class Dispatcher:
         self.emergency_active = 0
         self.active: Dict[str, int] = collections.Counter()
         self.lane_active: Dict[str, int] = collections.Counter()
+        self.in_flight: Dict[str, int] = collections.Counter()
         self.waiting: Dict[str, Deque[Delivery]] = {name: collections.deque() for name in self.destinations}
         self._pumping: Dict[str, bool] = {}
         self._again: Dict[str, bool] = {}
@@ -299,6 +306,10 @@ class Dispatcher:
         busy = sum(self.lane_active[p] for p in OTHER_LANES) + sum(len(q) for q in self.waiting.values())
         return total - busy
 
+    def _refusing(self) -> list:
+        """The destinations whose breaker would refuse an attempt now."""
+        return [name for name, breaker in self.breakers.items() if breaker.refusing]
+
     @defer.inlineCallbacks
     def _pump(self, priority):
         started_any = False
@@ -309,6 +320,15 @@ class Dispatcher:
                 if priority != EMERGENCY and self.saturated:
                     self._held.add(priority)
                 break
+            refusing = self._refusing() if priority != EMERGENCY else []
+            if refusing:
+                # Claim only for destinations that would take an attempt: a destination that is
+                # down keeps its backlog on disk instead of having it claimed and put back.
+                more = yield self._pump_destinations(priority, refusing)
+                started_any = started_any or more is not None
+                if not more:
+                    break
+                continue
             # In chunks: a claim reads and decodes its rows in one go, and the reactor (where the
             # store may run) should turn between chunks to read new requests.
             limit = min(room, self.claim_chunk)
@@ -325,6 +345,27 @@ class Dispatcher:
         # the store's next due time (one query less per pump under load).
         if not started_any:
             yield self._schedule(priority)
+
+    @defer.inlineCallbacks
+    def _pump_destinations(self, priority, refusing):
+        """
+        One round of claims, destination by destination, leaving out ``refusing``. Fires with
+        None when nothing was claimed, False when everything due was, True when a destination
+        may have more.
+        """
+        claimed_any, more = False, False
+        for name in self.destinations:
+            if name in refusing:
+                continue
+            room = self.concurrency[name] * self.batch_sizes[name] - self.in_flight[name] - len(self.waiting[name])
+            if room <= 0:
+                continue
+            limit = min(room, self.claim_chunk)
+            claimed = yield self.store.claim(priority, limit, self.clock.seconds(), destination_id=name)
+            claimed_any = claimed_any or bool(claimed)
+            self._queue(claimed, more_coming=len(claimed) == limit)
+            more = more or len(claimed) == limit
+        return more if claimed_any else None
 
     def _run_emergencies(self):
         while self.running and self.emergency_waiting and self.emergency_active < self.emergency_capacity:
@@ -381,6 +422,7 @@ class Dispatcher:
             else:
                 deliveries = tuple(queue.popleft() for _ in range(min(size, len(queue))))
             self.active[name] += 1
+            self.in_flight[name] += len(deliveries)
             for delivery in deliveries:
                 self.lane_active[delivery.priority] += 1
             d = self._attempt(deliveries[0]) if size == 1 else self._attempt_batch(name, deliveries)
@@ -389,6 +431,7 @@ class Dispatcher:
     def _ended(self, _, name: str, deliveries) -> None:
         """An attempt of the other lanes ended: free its room, start what waits, wake its lanes."""
         self.active[name] -= 1
+        self.in_flight[name] -= len(deliveries)
         for delivery in deliveries:
             self.lane_active[delivery.priority] -= 1
         self._drain(name)
@@ -414,8 +457,20 @@ class Dispatcher:
 
     @defer.inlineCallbacks
     def _schedule(self, priority):
-        """Set a timer for the next pending delivery of the lane that is due later."""
-        due = yield self.store.next_due(priority)
+        """
+        Set a timer for the next pending delivery of the lane that is due later. Deliveries to a
+        destination whose breaker refuses count from when it would take an attempt again.
+        """
+        refusing = self._refusing() if priority != EMERGENCY else []
+        if not refusing:
+            due = yield self.store.next_due(priority)
+        else:
+            times = [self.breakers[name].retry_at() for name in refusing]
+            for name in self.destinations:
+                if name not in refusing:
+                    times.append((yield self.store.next_due(priority, destination_id=name)))
+            times = [t for t in times if t is not None]
+            due = min(times) if times else None
         old = self._timers.pop(priority, None)
         if old is not None and old.active():
             old.cancel()

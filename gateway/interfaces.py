@@ -225,16 +225,19 @@ class IStore(Interface):
     def quarantine(channel_id, reason, body, headers):
         """Keep a body that could not be parsed (bytes) with its reason and headers (dict)."""
 
-    def claim(priority, limit, now):
+    def claim(priority, limit, now, destination_id=None):
         """
         Mark up to ``limit`` pending deliveries of ``priority`` whose ``next_attempt_at <= now``
-        as ``in_flight`` and fire with them (oldest first), as
-        :class:`gateway.message.Delivery` with ``attempt`` set to this attempt's number. A
-        delivery is claimed by one caller only, even across gateway nodes.
+        (only those to ``destination_id`` when given) as ``in_flight`` and fire with them
+        (oldest first), as :class:`gateway.message.Delivery` with ``attempt`` set to this
+        attempt's number. A delivery is claimed by one caller only, even across gateway nodes.
         """
 
-    def next_due(priority):
-        """Fire with the earliest ``next_attempt_at`` of pending deliveries of ``priority``, or None."""
+    def next_due(priority, destination_id=None):
+        """
+        Fire with the earliest ``next_attempt_at`` of pending deliveries of ``priority`` (only
+        those to ``destination_id`` when given), or None.
+        """
 
     def delivered(delivery_id, receipt, now):
         """Mark a delivery delivered with its :class:`gateway.message.Receipt`."""

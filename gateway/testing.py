@@ -148,14 +148,15 @@ class MemoryStore:
         self.quarantined.append({"channel_id": channel_id, "reason": reason, "body": body, "headers": headers,
                                  "received_at": self._now()})
 
-    def claim(self, priority, limit, now):
-        return defer.maybeDeferred(self._claim, priority, limit, now)
+    def claim(self, priority, limit, now, destination_id=None):
+        return defer.maybeDeferred(self._claim, priority, limit, now, destination_id)
 
-    def _claim(self, priority, limit, now):
+    def _claim(self, priority, limit, now, destination_id=None):
         self._write()
         due = sorted(
             (r for r in self.rows.values()
-             if r.state == "pending" and r.delivery.priority == priority and r.next_attempt_at <= now),
+             if r.state == "pending" and r.delivery.priority == priority and r.next_attempt_at <= now
+             and destination_id in (None, r.delivery.destination_id)),
             key=lambda r: (r.next_attempt_at, r.delivery.id))[:limit]
         claimed = []
         for row in due:
@@ -165,9 +166,10 @@ class MemoryStore:
             claimed.append(row.delivery)
         return claimed
 
-    def next_due(self, priority):
+    def next_due(self, priority, destination_id=None):
         times = [r.next_attempt_at for r in self.rows.values()
-                 if r.state == "pending" and r.delivery.priority == priority]
+                 if r.state == "pending" and r.delivery.priority == priority
+                 and destination_id in (None, r.delivery.destination_id)]
         return defer.succeed(min(times) if times else None)
 
     def _row(self, delivery_id) -> _Row:

@@ -240,6 +240,20 @@ class StoreContractTests:
         self.assertEqual([d.id for d in claimed], [normal.deliveries[0].id])
 
     @defer.inlineCallbacks
+    def test_claim_and_next_due_for_one_destination(self):
+        both = yield self.accept(_intake("untuk dua", destinations=("lapor", "bpbd"), received_at=T0))
+        later = yield self.accept(_intake("nanti", destinations=("bpbd",), received_at=T0 + 5))
+        ids = {d.destination_id: d.id for d in both[0].deliveries}
+        due = yield self.store.next_due(NORMAL, destination_id="bpbd")
+        self.assertEqual(due, T0)
+        claimed = yield self.store.claim(NORMAL, 10, T0 + 10, destination_id="bpbd")
+        self.assertEqual([d.id for d in claimed], [ids["bpbd"], later[0].deliveries[0].id])
+        nothing = yield self.store.next_due(NORMAL, destination_id="bpbd")
+        self.assertIsNone(nothing)
+        rest = yield self.store.claim(NORMAL, 10, T0 + 10)
+        self.assertEqual([d.id for d in rest], [ids["lapor"]])
+
+    @defer.inlineCallbacks
     def test_claim_respects_limit(self):
         accepted = yield self.accept(*[_intake(f"pesan {i}", received_at=T0 + i) for i in range(5)])
         seen = []

@@ -135,6 +135,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE deliveries ADD COLUMN remote_checked_at REAL NOT NULL DEFAULT 0",
         "CREATE INDEX deliveries_tracked ON deliveries (destination_id, state, remote_final, remote_checked_at)",
     )),
+    Migration(4, "claims per destination (a destination whose breaker is open is not claimed for)", (
+        "CREATE INDEX deliveries_claim_destination ON deliveries (state, priority, destination_id, next_attempt_at)",
+    )),
 )
 
 

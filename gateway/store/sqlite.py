@@ -562,23 +562,32 @@ class SQLiteStore:
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    def claim(self, priority, limit, now):
+    def claim(self, priority, limit, now, destination_id=None):
         def claim(conn):
             if limit <= 0:
                 return []
-            rows = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
-                " WHERE d.state = 'pending' AND d.priority = ? AND d.next_attempt_at <= ?"
-                " ORDER BY d.next_attempt_at, d.id LIMIT ?", (priority, now, limit)).fetchall()
+            if destination_id is None:
+                rows = conn.execute(
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                    " WHERE d.state = 'pending' AND d.priority = ? AND d.next_attempt_at <= ?"
+                    " ORDER BY d.next_attempt_at, d.id LIMIT ?", (priority, now, limit)).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                    " WHERE d.state = 'pending' AND d.priority = ? AND d.destination_id = ? AND d.next_attempt_at <= ?"
+                    " ORDER BY d.next_attempt_at, d.id LIMIT ?", (priority, destination_id, now, limit)).fetchall()
             conn.executemany("UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, updated_at = ?"
                              " WHERE id = ?", [(now, row[0]) for row in rows])
             return [_delivery(row, attempt=row[2] + 1) for row in rows]
         return self._submit("claim", claim)
 
-    def next_due(self, priority):
+    def next_due(self, priority, destination_id=None):
         def select(conn):
-            return conn.execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND priority = ?",
-                                (priority,)).fetchone()[0]
+            if destination_id is None:
+                return conn.execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
+                                    " AND priority = ?", (priority,)).fetchone()[0]
+            return conn.execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND priority = ?"
+                                " AND destination_id = ?", (priority, destination_id)).fetchone()[0]
         return self._submit("next_due", select)
 
     def _update(self, name, sql, args, delivery_id):

@@ -188,11 +188,11 @@ class DispatchTests(SynchronousTestCase):
         claims = []
         claim = self.store.claim
 
-        def counted(*args):
+        def counted(*args, **kwargs):
             claims.append(args)
             if len(claims) > 20:
                 raise RuntimeError("the lane claims over and over")
-            return claim(*args)
+            return claim(*args, **kwargs)
         self.store.claim = counted
         self.target.hold = True
         self.clock.advance(30.0)
@@ -205,6 +205,33 @@ class DispatchTests(SynchronousTestCase):
         self.assertEqual(breaker.state, "closed")
         self.clock.advance(1.0)
         self.assertEqual(self.states(), ["delivered"] * 2)
+
+    def test_open_breaker_leaves_its_backlog_on_disk(self):
+        breaker = self.dispatcher.breakers["target"]
+        for _ in range(3):
+            breaker.failed()
+        claims = []
+        claim = self.store.claim
+
+        def counted(*args, **kwargs):
+            claims.append(kwargs.get("destination_id"))
+            return claim(*args, **kwargs)
+        self.store.claim = counted
+        backlog = self.successResultOf(self.store.accept(
+            [intake_for(destinations=("target",), received_at=self.clock.seconds()) for _ in range(200)]))
+        self.dispatcher.submit(backlog)
+        flowing = self.successResultOf(self.store.accept(
+            [intake_for(destinations=("other",), received_at=self.clock.seconds()) for _ in range(5)]))
+        self.dispatcher.submit(flowing)
+        self.clock.advance(10.0)
+        self.assertEqual(len(self.other.delivered), 5, "the other destination of the lane keeps going")
+        self.assertEqual(self.target.delivered, [])
+        self.assertNotIn("target", claims, "nothing claimed for the destination that is down")
+        self.assertLessEqual(len(claims), 30, "no claim and put-back churn")
+        pending = [r for r in self.store.rows.values() if r.delivery.destination_id == "target"]
+        self.assertEqual({(r.state, r.attempts) for r in pending}, {("pending", 0)})
+        self.clock.advance(25.0)  # the breaker half-opens: a probe goes out, then the rest
+        self.assertEqual(len(self.target.delivered), 200)
 
     def test_stop_waits_for_attempts(self):
         self.target.hold = True
@@ -526,7 +553,7 @@ class BatchDispatchTests(SynchronousTestCase):
         self.accept(count=4)
         self.assertEqual(self.target.batches, [], "nothing sent while the breaker is open")
         self.assertEqual({(r.state, r.attempts, r.next_attempt_at) for r in self.store.rows.values()},
-                         {("pending", 0, breaker.retry_at())})
+                         {("pending", 0, self.clock.seconds())}, "left on disk, never claimed")
         self.target.hold = True
         self.clock.advance(30.0)
         self.assertEqual(self.sizes(), [3], "the half-open probe is one request; the rest go back")
