@@ -31,12 +31,17 @@ class ChannelsResource(Resource):
         self.ingest = ingest
         self.store = store
         self.metrics = metrics
+        self._resources = {}
 
     def getChild(self, name, request):
-        channel = self.channels.get(name.decode("utf-8", "replace"))
-        if channel is None:
-            return notFound("No such channel", "There is no channel by that name.")
-        return ChannelResource(channel, self.ingest, self.store, self.metrics)
+        resource = self._resources.get(name)
+        if resource is None:
+            channel = self.channels.get(name.decode("utf-8", "replace"))
+            if channel is None:
+                return notFound("No such channel", "There is no channel by that name.")
+            # One resource per channel, built on its first request, not on every one.
+            resource = self._resources[name] = ChannelResource(channel, self.ingest, self.store, self.metrics)
+        return resource
 
 
 class ChannelResource(Resource):
