@@ -9,8 +9,9 @@ under light load a batch is a single operation, under heavy load one commit cove
 accepts. An accept that carries an emergency is queued as urgent. Two writers:
 
 - ``reactor`` (the default with ``synchronous: NORMAL``): the batch runs on the reactor thread,
-  once per reactor turn, so every accept read in one turn shares one commit; an urgent operation
-  is committed at once, inside the call that queued it. In WAL mode with ``NORMAL`` a commit
+  ``batch_delay`` (2 ms) after its first operation was queued, so every accept read meanwhile
+  shares one commit; an urgent operation is committed at once, alone, inside the call that
+  queued it. In WAL mode with ``NORMAL`` a commit
   is a write to the page cache, not an fsync, and costs less than handing the batch to a thread
   and back; the fsyncs of WAL checkpoints run on a thread of the reactor's pool, on a
   connection of their own, so they never hold up the reactor.
@@ -128,13 +129,15 @@ class SQLiteStore:
     group commit so an urgent accept never waits behind an unbounded batch. ``check_writable``
     fails when the database's file system has less than ``min_free_bytes`` left. ``writer`` is
     ``reactor``, ``thread`` or ``auto`` (``thread`` for ``FULL`` and ``EXTRA``, else ``reactor``:
-    see the module docstring); with the reactor writer, WAL checkpoints run every
+    see the module docstring); with the reactor writer, routine operations wait up to
+    ``batch_delay`` seconds for others to share their commit, and WAL checkpoints run every
     ``checkpoint_interval`` seconds on a thread.
     """
 
     def __init__(self, path: str, reactor, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
                  max_batch: int = 500, min_free_bytes: int = 16 * 1024 * 1024,
                  case_window: float = DEFAULT_CASE_WINDOW, writer: str = "auto", checkpoint_interval: float = 1.0,
+                 batch_delay: float = 0.002,
                  migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -146,6 +149,7 @@ class SQLiteStore:
             writer = "thread" if mode in ("FULL", "EXTRA") else "reactor"
         self.writer = writer
         self.checkpoint_interval = float(checkpoint_interval)
+        self.batch_delay = float(batch_delay)
         self.path = path
         self.synchronous = mode
         self._reactor = reactor
@@ -284,7 +288,7 @@ class SQLiteStore:
         finally:
             self._flushing = False
         if self._queue and self._flush_call is None:
-            self._flush_call = self._reactor.callLater(0, self._flush)
+            self._flush_call = self._reactor.callLater(self.batch_delay, self._flush)
 
     # -- the writer thread -------------------------------------------------------------------
 
@@ -445,7 +449,7 @@ class SQLiteStore:
             if urgent:
                 self._flush(urgent_only=True)
             elif self._flush_call is None:
-                self._flush_call = self._reactor.callLater(0, self._flush)
+                self._flush_call = self._reactor.callLater(self.batch_delay, self._flush)
             return deferred
         with self._cond:
             heapq.heappush(self._queue, (_URGENT if urgent else _ROUTINE, next(self._seq),

@@ -247,7 +247,7 @@ class WriterThreadTests(TestCase):
 
 
 class ReactorWriterTests(TestCase):
-    """The reactor writer: a commit per reactor turn, urgent work at once, checkpoints on a thread."""
+    """The reactor writer: routine work shares a commit, urgent work at once, checkpoints on a thread."""
 
     def setUp(self):
         self.path = self.mktemp() + ".db"
