@@ -138,12 +138,14 @@ DISPATCH = (
     Option("rate_limit", float, default=None, check=positive, doc="Deliveries per second per destination, normal lanes."),
     Option("poll_interval", float, default=2.0, check=positive,
            doc="Seconds between looks at the store for work changed elsewhere (replays, other nodes)."),
-    Option("shed_lag", float, default=0.1, check=_non_negative,
+    Option("shed_lag", float, default=0.02, check=_non_negative,
            doc="Reactor lag (seconds) above which ordinary reports are answered 503 (0: never)."),
     Option("max_pending", int, default=64, check=_non_negative,
            doc="Accepts waiting for the store above which ordinary reports are answered 503 (0: no limit)."),
-    Option("lag_threshold", float, default=0.05, check=_non_negative,
+    Option("lag_threshold", float, default=0.02, check=_non_negative,
            doc="Reactor lag (seconds) above which normal lanes back off."),
+    Option("lag_interval", float, default=0.02, check=positive,
+           doc="Seconds between two measures of the reactor's lag."),
 )
 
 REPLIES = (

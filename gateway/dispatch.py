@@ -169,7 +169,7 @@ class Dispatcher:
         self.hook = hook
         self.on_delivered = on_delivered
         self.emergency_capacity = settings.get("emergency_concurrency", 32)
-        self.lag_threshold = settings.get("lag_threshold", 0.05)
+        self.lag_threshold = settings.get("lag_threshold", 0.02)
         #: The most deliveries one store claim takes (a lane with more room claims again).
         self.claim_chunk = settings.get("claim_chunk", 64)
         # Each destination's settings: its own ``dispatch:`` overrides, then the global ones.
@@ -198,7 +198,7 @@ class Dispatcher:
         self.lag = 0.0
         self._lag_probe: Optional[task.LoopingCall] = None
         self._last_tick: Optional[float] = None
-        self.lag_interval = 0.1
+        self.lag_interval = settings.get("lag_interval", 0.02)
         self.poll_interval = settings.get("poll_interval", 2.0)
         self._poller: Optional[task.LoopingCall] = None
 
