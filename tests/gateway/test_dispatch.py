@@ -298,7 +298,7 @@ class SaturationTests(SynchronousTestCase):
         clock = task.Clock()
         store = MemoryStore()
         target = RecordingDestination("target")
-        dispatcher = Dispatcher(store, {"target": target}, clock, dict(SETTINGS, lag_threshold=0.05))
+        dispatcher = Dispatcher(store, {"target": target}, clock, dict(SETTINGS, lag_threshold=0.05, lag_interval=0.1))
         self.successResultOf(dispatcher.start())
         clock.advance(0.5)  # the lag probe, due every 0.1 s, ran 0.4 s late
         self.assertTrue(dispatcher.saturated)
