@@ -558,14 +558,34 @@ class Dispatcher:
             breaker.failed()
         else:
             breaker.succeeded()
-        recorded = []
+        recorded, delivered = [], []
         for delivery, result in zip(deliveries, results):
             if _is_error(result):
                 d = defer.maybeDeferred(self._failed, _as_delivery_error(result), delivery, started, schedule=False)
+                recorded.append(d.addErrback(self._store_failed, delivery))
             else:
-                d = defer.maybeDeferred(self._delivered, result, delivery, started)
-            recorded.append(d.addErrback(self._store_failed, delivery))
+                self._note_delivered(result, delivery, started)
+                delivered.append((delivery, result))
+        if delivered:
+            # One store operation for every delivery the batch got through.
+            d = self.store.delivered_many([(delivery.id, receipt) for delivery, receipt in delivered],
+                                          self.clock.seconds())
+            d.addCallback(self._delivered_many, delivered)
+            d.addErrback(lambda f: self.log.failure(
+                "Could not record {count} deliveries to {destination}; they will be retried after a restart", f,
+                count=len(delivered), destination=name))
+            recorded.append(d)
         return defer.DeferredList(recorded).addCallback(lambda _: self._schedule_lanes(failed))
+
+    def _delivered_many(self, missing, delivered):
+        if missing:
+            self.log.error("Delivered {count} deliveries the store does not know: {ids}", count=len(missing),
+                           ids=", ".join(missing))
+        if self.on_delivered is not None:
+            gone = set(missing)
+            for delivery, receipt in delivered:
+                if delivery.id not in gone:
+                    self.on_delivered(delivery, receipt)
 
     def _batch_failed(self, failure, name, deliveries, breaker, started):
         return self._batch_failed_with(_as_delivery_error(failure.value), deliveries, breaker, started)
@@ -577,7 +597,8 @@ class Dispatcher:
                     .addErrback(self._store_failed, delivery) for delivery in deliveries]
         return defer.DeferredList(recorded).addCallback(lambda _: self._schedule_lanes(deliveries))
 
-    def _delivered(self, receipt, delivery, started):
+    def _note_delivered(self, receipt, delivery, started) -> float:
+        """Metrics, log line and observer hook of one delivery that got through; returns now."""
         now = self.clock.seconds()
         self.metrics.attempt_ended(delivery.destination_id, delivery.priority, "delivered", now - started, now,
                                    delivery.message.received_at)
@@ -586,6 +607,10 @@ class Dispatcher:
              delivery_id=delivery.id, lane=delivery.priority, destination=delivery.destination_id,
              reference=getattr(receipt, "reference", None))
         self._observe("siaga_delivered", delivery=delivery, receipt=receipt)
+        return now
+
+    def _delivered(self, receipt, delivery, started):
+        now = self._note_delivered(receipt, delivery, started)
         d = self.store.delivered(delivery.id, receipt, now)
         if self.on_delivered is not None:
             def tell(_):

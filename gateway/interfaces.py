@@ -242,6 +242,13 @@ class IStore(Interface):
     def delivered(delivery_id, receipt, now):
         """Mark a delivery delivered with its :class:`gateway.message.Receipt`."""
 
+    def delivered_many(outcomes, now):
+        """
+        Mark several deliveries delivered in one operation: ``outcomes`` is a list of
+        ``(delivery_id, receipt)``. Fires with the ids that were not found (normally none);
+        the others are recorded all the same.
+        """
+
     def retry_later(delivery_id, error, at):
         """Make an in-flight delivery pending again, due at ``at``, remembering ``error``."""
 

@@ -182,6 +182,19 @@ class MemoryStore:
             row.state, row.receipt = "delivered", receipt
         return defer.maybeDeferred(mark)
 
+    def delivered_many(self, outcomes, now):
+        def mark():
+            self._write()
+            missing = []
+            for delivery_id, receipt in outcomes:
+                row = self.rows.get(delivery_id)
+                if row is None:
+                    missing.append(delivery_id)
+                else:
+                    row.state, row.receipt = "delivered", receipt
+            return missing
+        return defer.maybeDeferred(mark)
+
     def retry_later(self, delivery_id, error, at):
         def mark():
             row = self._row(delivery_id)

@@ -337,6 +337,24 @@ class StoreContractTests:
         self.assertIsNone(due)
 
     @defer.inlineCallbacks
+    def test_delivered_many(self):
+        accepted = yield self.accept(*[_intake(f"pesan {i}", received_at=T0 + i) for i in range(3)])
+        claimed = yield self.claim_all(now=T0 + 10)
+        self.assertEqual(len(claimed), 3)
+        ids = [item.deliveries[0].id for item in accepted]
+        missing = yield self.store.delivered_many(
+            [(ids[0], Receipt(reference="L-0")), ("no-such-delivery", Receipt()), (ids[2], Receipt(reference="L-2"))],
+            T0 + 5)
+        self.assertEqual(missing, ["no-such-delivery"])
+        tracked = yield self.store.tracked("lapor")
+        self.assertEqual(sorted((t.delivery.id, t.reference) for t in tracked),
+                         sorted([(ids[0], "L-0"), (ids[2], "L-2")]))
+        claimed = yield self.claim_all(now=T0 + 3600)
+        self.assertEqual(claimed, [], "the one not marked is still in flight, the others are done")
+        depth = yield self.store.depth()
+        self.assertEqual(depth[NORMAL], 1)
+
+    @defer.inlineCallbacks
     def test_release_does_not_count_an_attempt(self):
         accepted = yield self.accept_one(external_id="rel")
         [claimed] = yield self.claim_all()

@@ -609,6 +609,19 @@ class SQLiteStore:
             "UPDATE deliveries SET state = 'delivered', receipt_reference = ?, receipt_url = ?, receipt_detail = ?,"
             " updated_at = ? WHERE id = ?", (reference, url, detail, now, delivery_id), delivery_id)
 
+    def delivered_many(self, outcomes, now):
+        rows = [(getattr(receipt, "reference", None), getattr(receipt, "url", None), getattr(receipt, "detail", None),
+                 now, delivery_id) for delivery_id, receipt in outcomes]
+
+        def update(conn):
+            missing = []
+            for row in rows:
+                if conn.execute("UPDATE deliveries SET state = 'delivered', receipt_reference = ?, receipt_url = ?,"
+                                " receipt_detail = ?, updated_at = ? WHERE id = ?", row).rowcount == 0:
+                    missing.append(row[-1])
+            return missing
+        return self._submit("delivered_many", update)
+
     def retry_later(self, delivery_id, error, at):
         return self._update(
             "retry_later",

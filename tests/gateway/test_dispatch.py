@@ -438,6 +438,23 @@ class BatchDispatchTests(SynchronousTestCase):
         self.release_held(target)
         self.assertEqual(self.states(), ["delivered"] * 250)
 
+    def test_a_batch_is_recorded_in_one_store_operation(self):
+        calls = []
+        for name in ("delivered", "delivered_many"):
+            original = getattr(self.store, name)
+
+            def recording(*args, _name=name, _original=original):
+                calls.append(_name)
+                return _original(*args)
+            setattr(self.store, name, recording)
+        told = []
+        self.dispatcher.on_delivered = lambda delivery, receipt: told.append((delivery.id, receipt.reference))
+        deliveries = self.accept(count=3)
+        self.assertEqual(self.sizes(), [3])
+        self.assertEqual(calls, ["delivered_many"])
+        self.assertEqual(self.states(), ["delivered"] * 3)
+        self.assertEqual(sorted(told), sorted((d.id, f"R-{d.id}") for d in deliveries))
+
     def test_claims_in_chunks_without_splitting_batches(self):
         target = RecordingBatchDestination("target", {"batch_size": 50})
         target.hold = True
