@@ -26,10 +26,11 @@ import random
 from typing import Callable, Deque, Dict, Mapping, Optional
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 
+from gateway import logs
 from gateway.errors import DeliveryError, TemporaryDeliveryError
 from gateway.interfaces import IBatchDestination
 from gateway.message import EMERGENCY, PRIORITIES, Delivery
@@ -602,10 +603,11 @@ class Dispatcher:
         now = self.clock.seconds()
         self.metrics.attempt_ended(delivery.destination_id, delivery.priority, "delivered", now - started, now,
                                    delivery.message.received_at)
-        emit = self.log.info if delivery.priority == EMERGENCY else self.log.debug
-        emit("Delivered {delivery_id} ({lane}) to {destination} reference={reference}",
-             delivery_id=delivery.id, lane=delivery.priority, destination=delivery.destination_id,
-             reference=getattr(receipt, "reference", None))
+        if delivery.priority == EMERGENCY or logs.wanted(LogLevel.debug):
+            emit = self.log.info if delivery.priority == EMERGENCY else self.log.debug
+            emit("Delivered {delivery_id} ({lane}) to {destination} reference={reference}",
+                 delivery_id=delivery.id, lane=delivery.priority, destination=delivery.destination_id,
+                 reference=getattr(receipt, "reference", None))
         self._observe("siaga_delivered", delivery=delivery, receipt=receipt)
         return now
 

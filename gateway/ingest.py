@@ -12,14 +12,19 @@ import dataclasses
 from typing import List, Mapping, Optional, Sequence
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
+from gateway import logs
 from gateway.errors import Overloaded, StoreUnavailable
 from gateway.message import EMERGENCY, Accepted, Intake, Message, Reply
 from gateway.metrics import Metrics
 from gateway.plugins import observe
 from gateway.replies import mask, send_reply
 from gateway.routing import route
+
+
+def _skip(*args, **kwargs) -> None:
+    """A log call whose level is not written."""
 
 
 class Ingest:
@@ -108,7 +113,12 @@ class Ingest:
                                external_id=message.external_id, channel=message.channel_id, ticket=message.ticket)
                 continue
             # One line per emergency at info; ordinary reports only at debug (they are many).
-            emit = self.log.info if item.triage.priority == EMERGENCY else self.log.debug
+            if item.triage.priority == EMERGENCY:
+                emit = self.log.info
+            elif logs.wanted(LogLevel.debug):
+                emit = self.log.debug
+            else:
+                emit = _skip
             emit("Accepted {message_id} ticket={ticket} from {sender} on {channel}: "
                  "{priority}/{category} -> {destinations}",
                  message_id=message.id, ticket=message.ticket, sender=mask(message.sender),

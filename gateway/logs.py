@@ -54,6 +54,15 @@ class ScrubbingObserver:
         self.observer(scrub(event))
 
 
+#: The level ``install`` set (None before it ran: then every event counts as wanted).
+_installed_level = None
+
+
+def wanted(level: LogLevel) -> bool:
+    """Whether an event at ``level`` would be written: lets a hot path skip building it."""
+    return _installed_level is None or level >= _installed_level
+
+
 def install(log_format: str = "text", publisher=globalLogPublisher, stream=None, level: str = "info") -> None:
     """
     Put the scrubbing filter in front of every observer already on ``publisher`` (twistd's
@@ -71,5 +80,7 @@ def install(log_format: str = "text", publisher=globalLogPublisher, stream=None,
         # Not sys.stdout: under twistd that is redirected into the log itself, and writing the log
         # to it would feed every line back in as a new event.
         current = [jsonFileLogObserver(stream or sys.__stdout__, recordSeparator="")]
+    global _installed_level
+    _installed_level = LogLevel.levelWithName(level)
     for observer in current:
-        publisher.addObserver(ScrubbingObserver(observer, LogLevel.levelWithName(level)))
+        publisher.addObserver(ScrubbingObserver(observer, _installed_level))

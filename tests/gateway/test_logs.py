@@ -56,3 +56,22 @@ class InstallTests(SynchronousTestCase):
         record = json.loads(line)
         self.assertEqual(record["number"], "********1111")
         self.assertEqual(record["log_namespace"], "t")
+
+
+class WantedTests(SynchronousTestCase):
+    """``logs.wanted`` lets hot paths skip building events that the installed level drops."""
+
+    def setUp(self):
+        self.addCleanup(setattr, logs, "_installed_level", logs._installed_level)
+        logs._installed_level = None
+
+    def test_everything_wanted_before_install(self):
+        from twisted.logger import LogLevel
+        self.assertTrue(logs.wanted(LogLevel.debug))
+
+    def test_follows_the_installed_level(self):
+        from twisted.logger import LogLevel
+        logs.install("text", publisher=LogPublisher(), level="info")
+        self.assertFalse(logs.wanted(LogLevel.debug))
+        self.assertTrue(logs.wanted(LogLevel.info))
+        self.assertTrue(logs.wanted(LogLevel.error))
