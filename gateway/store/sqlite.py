@@ -175,7 +175,7 @@ class SQLiteStore:
         self.commits = 0
         self.operations = 0
 
-    # -- the writer thread -------------------------------------------------------------------
+    # -- life cycle ---------------------------------------------------------------------------
 
     def start(self):
         """Open the file, migrate it and start the writer. Fails with StoreUnavailable or SchemaError."""
