@@ -37,6 +37,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -65,6 +66,7 @@ log = Logger()
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA", "OFF")
 WRITERS = ("auto", "reactor", "thread")
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 _URGENT, _ROUTINE = 0, 1
 
@@ -150,6 +152,10 @@ class SQLiteStore:
         self.writer = writer
         self.checkpoint_interval = float(checkpoint_interval)
         self.batch_delay = float(batch_delay)
+        #: WAL frames (pages) above which the reactor writer rewinds the WAL after a checkpoint.
+        self.wal_reset_frames = 4096
+        self.wal_resets = 0
+        self.last_wal_reset_seconds = 0.0
         self.path = path
         self.synchronous = mode
         self._reactor = reactor
@@ -250,40 +256,63 @@ class SQLiteStore:
             return
         self._checkpointing = threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
                                                         self._checkpoint)
+        self._checkpointing.addCallback(self._finish_checkpoint)
         self._checkpointing.addErrback(lambda f: log.failure("WAL checkpoint of {path} failed", f, path=self.path))
 
         def done(_):
             self._checkpointing = None
         self._checkpointing.addBoth(done)
 
-    def _checkpoint(self):
-        """On a pool thread: copy the WAL into the database (PASSIVE: never waits for the writer)."""
+    def _checkpoint(self) -> int:
+        """
+        On a pool thread: copy the WAL into the database (PASSIVE: never waits for the writer);
+        return how many frames the WAL holds.
+        """
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
         finally:
             conn.close()
 
+    def _finish_checkpoint(self, frames: int) -> None:
+        """
+        Let the WAL start over once it holds ``wal_reset_frames``: the writer commits while the
+        thread checkpoints, so the thread never catches up with the last frames, and SQLite only
+        rewinds the WAL once every frame is in the database. The reactor copies the few frames
+        committed meanwhile (the bulk is done) and the next commit rewinds it.
+        """
+        if frames < self.wal_reset_frames or self._conn is None or self._conn.in_transaction:
+            return
+        started = time.perf_counter()
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.wal_resets += 1
+        self.last_wal_reset_seconds = time.perf_counter() - started
+
     def _flush(self, urgent_only: bool = False):
         """
-        Run the queued operations, a batch (one transaction) at a time, and fire their Deferreds.
-        With ``urgent_only``, only the urgent ones: the routine ones keep their end-of-turn flush,
-        so that an emergency's delivery leaves before they are written.
+        Run the operations queued so far, a batch (one transaction) at a time, and fire their
+        Deferreds. With ``urgent_only``, only the urgent ones: the routine ones keep their
+        delayed flush, so that an emergency's delivery leaves before they are written. Routine
+        operations queued by the callbacks meanwhile wait for the next flush (the reactor turns
+        in between); urgent ones run at once.
         """
         if self._flushing or self._conn is None:
-            return  # the running flush takes what was queued meanwhile
+            return  # the running flush takes the urgent ones queued meanwhile
         if not urgent_only and self._flush_call is not None:
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
         self._flushing = True
         try:
-            while self._queue and (not urgent_only or self._queue[0][0] == _URGENT):
+            routine = 0 if urgent_only else len(self._queue)
+            while self._queue and (routine > 0 or self._queue[0][0] == _URGENT):
                 batch = []
-                while self._queue and len(batch) < self._max_batch and (
-                        not urgent_only or self._queue[0][0] == _URGENT):
+                while self._queue and len(batch) < self._max_batch and (routine > 0 or self._queue[0][0] == _URGENT):
+                    urgent = self._queue[0][0] == _URGENT
                     batch.append(heapq.heappop(self._queue)[2])
+                    if not urgent:
+                        routine -= 1
                 self._fire(self._execute(self._conn, batch))
         finally:
             self._flushing = False
@@ -302,6 +331,8 @@ class SQLiteStore:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # After the WAL rewinds, its file is cut back to this size (it keeps its largest size otherwise).
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys = ON")
             before, after = _migrations.apply(conn, self._migrations)
         except BaseException:

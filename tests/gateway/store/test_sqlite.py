@@ -251,7 +251,7 @@ class ReactorWriterTests(TestCase):
 
     def setUp(self):
         self.path = self.mktemp() + ".db"
-        self.store = SQLiteStore(self.path, _reactor(), writer="reactor")
+        self.store = SQLiteStore(self.path, _reactor(), writer="reactor", checkpoint_interval=3600)
         self.addCleanup(self.store.stop)
         return self.store.start()
 
@@ -308,6 +308,40 @@ class ReactorWriterTests(TestCase):
         self.store._start_checkpoint()
         yield self.store._checkpointing
         self.assertGreater(os.path.getsize(self.path), size + 200 * 2000)
+
+    @defer.inlineCallbacks
+    def test_work_queued_by_callbacks_waits_for_the_next_flush(self):
+        chained = []
+
+        def queue_more(_):
+            chained.append(self.store.run_in_writer(lambda conn: "second"))
+        first = self.store.run_in_writer(lambda conn: "first").addCallback(queue_more)
+        yield first
+        self.assertFalse(chained[0].called, "the reactor turns before the next batch")
+        second = yield chained[0]
+        self.assertEqual(second, "second")
+
+    def _wal_rewinds(self):
+        """The WAL header's checkpoint sequence number: SQLite adds one each time the WAL starts over."""
+        with open(self.path + "-wal", "rb") as f:
+            return int.from_bytes(f.read(16)[12:16], "big")
+
+    @defer.inlineCallbacks
+    def test_wal_rewinds_after_a_checkpoint(self):
+        self.store.wal_reset_frames = 1
+        reader = sqlite3.connect(self.path)
+        self.addCleanup(reader.close)
+        yield defer.gatherResults([self.store.accept([_intake("x" * 2000, external_id=f"a{i}")]) for i in range(50)])
+        reader.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the checkpoint thread's work ...
+        yield self.store.accept([_intake("y", external_id="b")])  # ... while the writer commits
+        rewinds = self._wal_rewinds()
+        yield self.store.accept([_intake("z", external_id="c")])
+        self.assertEqual(self._wal_rewinds(), rewinds, "with frames not yet in the database, the WAL only grows")
+        self.store._finish_checkpoint(1000)
+        self.assertEqual(self.store.wal_resets, 1)
+        yield self.store.accept([_intake("sesudah", external_id="after")])
+        self.assertEqual(self._wal_rewinds(), rewinds + 1, "the next commit started the WAL over")
+        self.assertEqual(reader.execute("SELECT COUNT(*) FROM messages").fetchone()[0], 53)
 
     @defer.inlineCallbacks
     def test_stop_finishes_queued_work(self):
