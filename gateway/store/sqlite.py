@@ -782,7 +782,7 @@ class SQLiteStore:
                                            f" (at least {self.min_free_bytes} wanted)")
         return self._submit("check_writable", touch)
 
-    def prune(self, older_than_seconds, now, chunk=500):
+    def prune(self, older_than_seconds, now, chunk=100):
         """
         Retention: blank the personal data (text, sender, sender name, media, location, extra) of
         messages received more than ``older_than_seconds`` before ``now`` whose deliveries are all
