@@ -9,7 +9,7 @@ under light load a batch is a single operation, under heavy load one commit cove
 accepts. An accept that carries an emergency is queued as urgent. Two writers:
 
 - ``reactor`` (the default with ``synchronous: NORMAL``): the batch runs on the reactor thread,
-  ``batch_delay`` (2 ms) after its first operation was queued, so every accept read meanwhile
+  ``batch_delay`` (10 ms) after its first operation was queued, so every accept read meanwhile
   shares one commit; an urgent operation is committed at once, alone, inside the call that
   queued it. In WAL mode with ``NORMAL`` a commit
   is a write to the page cache, not an fsync, and costs less than handing the batch to a thread
@@ -139,7 +139,7 @@ class SQLiteStore:
     def __init__(self, path: str, reactor, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
                  max_batch: int = 500, min_free_bytes: int = 16 * 1024 * 1024,
                  case_window: float = DEFAULT_CASE_WINDOW, writer: str = "auto", checkpoint_interval: float = 1.0,
-                 batch_delay: float = 0.002,
+                 batch_delay: float = 0.01,
                  migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
