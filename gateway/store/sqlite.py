@@ -645,12 +645,14 @@ class SQLiteStore:
                  now, delivery_id) for delivery_id, receipt in outcomes]
 
         def update(conn):
-            missing = []
-            for row in rows:
-                if conn.execute("UPDATE deliveries SET state = 'delivered', receipt_reference = ?, receipt_url = ?,"
-                                " receipt_detail = ?, updated_at = ? WHERE id = ?", row).rowcount == 0:
-                    missing.append(row[-1])
-            return missing
+            changed = conn.executemany("UPDATE deliveries SET state = 'delivered', receipt_reference = ?,"
+                                       " receipt_url = ?, receipt_detail = ?, updated_at = ? WHERE id = ?", rows).rowcount
+            if changed == len(rows):
+                return []
+            ids = [row[-1] for row in rows]
+            known = {found for found, in conn.execute(
+                f"SELECT id FROM deliveries WHERE id IN ({', '.join('?' * len(ids))})", ids)}
+            return [delivery_id for delivery_id in ids if delivery_id not in known]
         return self._submit("delivered_many", update)
 
     def retry_later(self, delivery_id, error, at):
