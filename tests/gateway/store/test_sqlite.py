@@ -44,6 +44,12 @@ class SQLiteThreadWriterContractTests(SQLiteStoreContractTests):
     writer = "thread"
 
 
+def _half_done_then_fail(conn):
+    """An operation that writes, then fails for a reason that is not the store's."""
+    conn.execute("INSERT INTO store_meta (key, value) VALUES ('half', 'done')")
+    raise ValueError("not a store problem")
+
+
 class _Blocked:
     """Holds the writer thread inside an operation until released, so a test can queue a batch."""
 
@@ -125,12 +131,9 @@ class WriterThreadTests(TestCase):
 
     @defer.inlineCallbacks
     def test_failing_operation_does_not_spoil_its_batch(self):
-        def broken(conn):
-            conn.execute("INSERT INTO store_meta (key, value) VALUES ('half', 'done')")
-            raise ValueError("not a store problem")
         blocked = self.block()
         first = self.store.accept([_intake("satu", external_id="1")])
-        middle = self.store.run_in_writer(broken)
+        middle = self.store.run_in_writer(_half_done_then_fail)
         last = self.store.accept([_intake("dua", external_id="2")])
         yield blocked.open()
         yield self.assertFailure(middle, ValueError)
@@ -275,7 +278,7 @@ class ReactorWriterTests(TestCase):
         routine = self.store.accept([_intake("biasa", external_id="n")])
         urgent = self.store.accept([_intake("kebakaran", priority=EMERGENCY, external_id="sos")])
         self.assertTrue(urgent.called)
-        self.assertFalse(routine.called, "routine work keeps its end-of-turn commit")
+        self.assertFalse(routine.called, "routine work keeps its delayed commit")
         reader = sqlite3.connect(self.path)
         self.addCleanup(reader.close)
         self.assertEqual(reader.execute("SELECT external_id FROM messages").fetchall(), [("sos",)])
@@ -285,11 +288,8 @@ class ReactorWriterTests(TestCase):
 
     @defer.inlineCallbacks
     def test_failing_operation_does_not_spoil_its_batch(self):
-        def broken(conn):
-            conn.execute("INSERT INTO store_meta (key, value) VALUES ('half', 'done')")
-            raise ValueError("not a store problem")
         first = self.store.accept([_intake("satu", external_id="1")])
-        middle = self.store.run_in_writer(broken)
+        middle = self.store.run_in_writer(_half_done_then_fail)
         last = self.store.accept([_intake("dua", external_id="2")])
         yield self.assertFailure(middle, ValueError)
         accepted = yield defer.gatherResults([first, last])
