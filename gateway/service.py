@@ -17,7 +17,9 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IBodyProducer
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from gateway import logs
 from gateway.config import ConfigError, GatewayConfig, PluginConfig
@@ -34,18 +36,53 @@ from gateway.web.root import Root
 RETENTION_INTERVAL = 3600.0
 
 
+@implementer(IBodyProducer)
+class BytesBody:
+    """
+    A request body written whole as soon as its request is. treq's default for ``bytes`` is a
+    ``FileBodyProducer``, which writes on a later turn of the reactor: every request would
+    leave one reactor iteration late (an emergency's, after everything the reactor reads
+    meanwhile).
+    """
+
+    def __init__(self, body: bytes):
+        self.body = bytes(body)
+        self.length = len(self.body)
+
+    def startProducing(self, consumer):
+        consumer.write(self.body)
+        return defer.succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+def _body_producer(data):
+    """treq's ``data_to_body_producer``: bytes as a :class:`BytesBody`, the rest as treq does."""
+    if isinstance(data, (bytes, bytearray)):
+        return BytesBody(data)
+    return IBodyProducer(data)
+
+
 def pooled_http_client(reactor) -> HTTPClient:
-    """A treq client with its own pool of persistent connections."""
+    """A treq client with its own pool of persistent connections; bytes bodies leave at once."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
-    return HTTPClient(Agent(reactor, pool=pool))
+    return HTTPClient(Agent(reactor, pool=pool), data_to_body_producer=_body_producer)
 
 
 def store_options(config: GatewayConfig) -> dict:
     """The ``make_store`` options for the configured backend."""
     options = {"case_window": config.store["case_window"]}
     if config.store["backend"] == "sqlite":
-        options.update(path=config.store["path"], synchronous=config.store["synchronous"])
+        options.update(path=config.store["path"], synchronous=config.store["synchronous"],
+                       writer=config.store["writer"])
     return options
 
 

@@ -29,3 +29,38 @@ class CheckPluginsTests(SynchronousTestCase):
         error = self.assertRaises(ConfigError, check_plugins, config, REGISTRY)
         self.assertTrue(str(error).startswith("gw.yaml:2: triage: "), str(error))
         self.assertIn("emergencies.yaml", str(error))
+
+
+class StoreOptionsTests(SynchronousTestCase):
+    def test_sqlite_settings_reach_the_store(self):
+        from gateway.service import store_options
+        config = parse_config("store: {path: x.db, synchronous: FULL, writer: reactor, case_window: 60}\n",
+                              "t.yaml", REGISTRY, {})
+        self.assertEqual(store_options(config),
+                         {"path": "x.db", "synchronous": "FULL", "writer": "reactor", "case_window": 60.0})
+
+
+class BytesBodyTests(SynchronousTestCase):
+    """The pooled client writes a bytes body within the call that sends the request."""
+
+    def test_written_at_once(self):
+        from twisted.web.iweb import IBodyProducer
+
+        from gateway.service import BytesBody, _body_producer
+        written = []
+
+        class Consumer:
+            def write(self, data):
+                written.append(data)
+        producer = _body_producer(b'{"a": 1}')
+        self.assertIsInstance(producer, BytesBody)
+        self.assertTrue(IBodyProducer.providedBy(producer))
+        self.assertEqual(producer.length, 8)
+        self.successResultOf(producer.startProducing(Consumer()))
+        self.assertEqual(written, [b'{"a": 1}'])
+
+    def test_other_data_as_treq_does(self):
+        import io
+
+        from gateway.service import BytesBody, _body_producer
+        self.assertNotIsInstance(_body_producer(io.BytesIO(b"x")), BytesBody)
