@@ -325,8 +325,8 @@ class Dispatcher:
             if refusing:
                 # Claim only for destinations that would take an attempt: a destination that is
                 # down keeps its backlog on disk instead of having it claimed and put back.
-                more = yield self._pump_destinations(priority, refusing)
-                started_any = started_any or more is not None
+                claimed_any, more = yield self._pump_destinations(priority, refusing)
+                started_any = started_any or claimed_any
                 if not more:
                     break
                 continue
@@ -351,8 +351,8 @@ class Dispatcher:
     def _pump_destinations(self, priority, refusing):
         """
         One round of claims, destination by destination, leaving out ``refusing``. Fires with
-        None when nothing was claimed, False when everything due was, True when a destination
-        may have more.
+        ``(claimed_any, more)``: whether anything was claimed, and whether a destination may
+        have more due.
         """
         claimed_any, more = False, False
         for name in self.destinations:
@@ -366,7 +366,7 @@ class Dispatcher:
             claimed_any = claimed_any or bool(claimed)
             self._queue(claimed, more_coming=len(claimed) == limit)
             more = more or len(claimed) == limit
-        return more if claimed_any else None
+        return claimed_any, more
 
     def _run_emergencies(self):
         while self.running and self.emergency_waiting and self.emergency_active < self.emergency_capacity:
