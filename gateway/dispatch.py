@@ -3,8 +3,9 @@ Handing stored deliveries to their destinations: one lane per priority, retries 
 jitter, a circuit breaker per destination, dead letters.
 
 - The emergency lane gets its deliveries straight from the accept (the store returns them
-  already claimed) and starts them at once, up to its own capacity; it never waits behind the
-  other lanes and never backs off for load.
+  already claimed) and starts them at once, up to its own capacity, and their requests are sent
+  within the same reactor turn (:func:`send_pending_output`); it never waits behind the other
+  lanes and never backs off for load.
 - The other lanes (high, normal, low) claim due deliveries from the store when they have room:
   a bounded number in flight per destination, an optional rate limit, and a pause while the
   reactor runs late, so that a flood piles up on disk instead of slowing emergencies down.
@@ -144,6 +145,29 @@ def batch_size_of(name: str, destination) -> int:
     if size > 1 and not callable(getattr(destination, "deliver_batch", None)):
         raise ValueError(f"destination {name!r}: batch_size is {size} but it has no deliver_batch method")
     return size
+
+
+def send_pending_output(reactor) -> None:
+    """
+    Send what every connection of ``reactor`` has buffered, now, instead of on the reactor's
+    next pass over its descriptors.
+
+    A transport's ``write`` only buffers; the reactor sends in its next iteration, after
+    everything else that became ready meanwhile, which under a flood is tens of milliseconds
+    of ordinary requests. The dispatcher calls this right after starting emergency deliveries,
+    so that their requests leave within the turn that triaged them (the other buffered output
+    goes out a little early too; nothing is sent twice). A writer that fails here fails again
+    on the reactor's own ``doWrite``, which then closes it as usual. A reactor without
+    ``IReactorFDSet`` (a test clock) is left alone.
+    """
+    writers = getattr(reactor, "getWriters", None)
+    if writers is None:
+        return
+    for writer in list(writers()):
+        try:
+            writer.doWrite()
+        except Exception:  # noqa: BLE001 - the reactor's own doWrite reports and closes it
+            pass
 
 
 class Dispatcher:
@@ -369,9 +393,11 @@ class Dispatcher:
         return claimed_any, more
 
     def _run_emergencies(self):
+        started = False
         while self.running and self.emergency_waiting and self.emergency_active < self.emergency_capacity:
             delivery = self.emergency_waiting.popleft()
             self.emergency_active += 1
+            started = True
             d = self._attempt(delivery)
 
             def finished(_):
@@ -380,6 +406,8 @@ class Dispatcher:
                 if not self.emergency_waiting:
                     self.wake(EMERGENCY)
             d.addBoth(finished)
+        if started:
+            send_pending_output(self.clock)
 
     def _queue(self, claimed, more_coming: bool = False):
         """

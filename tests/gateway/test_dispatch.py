@@ -293,6 +293,51 @@ class PerDestinationTests(SynchronousTestCase):
         self.assertEqual([d.delivery.destination_id for d in dead], ["slow"])
 
 
+class SendPendingOutputTests(SynchronousTestCase):
+    """An emergency's request leaves within the turn that started it, not on the reactor's next pass."""
+
+    def setUp(self):
+        from twisted.internet.testing import MemoryReactorClock
+        self.reactor = MemoryReactorClock()
+        self.store = MemoryStore()
+        self.target = RecordingDestination("target")
+        self.dispatcher = Dispatcher(self.store, {"target": self.target}, self.reactor, SETTINGS)
+        self.successResultOf(self.dispatcher.start())
+        self.addCleanup(lambda: self.successResultOf(self.dispatcher.stop()))
+        self.written = []
+
+        class Buffered:
+            def doWrite(writer):
+                self.written.append(writer)
+
+        class Broken:
+            def doWrite(writer):
+                raise OSError("the connection is gone")
+        self.buffered = Buffered()
+        self.reactor.addWriter(Broken())
+        self.reactor.addWriter(self.buffered)
+
+    def submit(self, priority):
+        accepted = self.successResultOf(self.store.accept(
+            [intake_for(priority=priority, destinations=("target",), received_at=self.reactor.seconds())]))
+        self.dispatcher.submit(accepted)
+
+    def test_emergency_sends_buffered_output_at_once(self):
+        self.submit(EMERGENCY)
+        self.assertEqual(len(self.target.delivered), 1)
+        self.assertEqual(self.written, [self.buffered], "sent now; a failing writer is left to the reactor")
+
+    def test_ordinary_reports_leave_it_to_the_reactor(self):
+        self.submit(NORMAL)
+        self.assertEqual(len(self.target.delivered), 1)
+        self.assertEqual(self.written, [])
+
+    def test_a_clock_without_descriptors_is_left_alone(self):
+        from gateway.dispatch import send_pending_output
+        send_pending_output(task.Clock())  # no getWriters: nothing to do, no error
+        self.assertEqual(self.written, [])
+
+
 class SaturationTests(SynchronousTestCase):
     def test_normal_lanes_hold_back_while_reactor_is_late(self):
         clock = task.Clock()
