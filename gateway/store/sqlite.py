@@ -109,6 +109,16 @@ def _pruned_body(body: dict) -> dict:
 
 _DELIVERY_COLUMNS = "d.id, d.destination_id, d.attempts, m.body, m.triage"
 
+_DELIVERED = ("UPDATE deliveries SET state = 'delivered', receipt_reference = ?, receipt_url = ?, receipt_detail = ?,"
+              " updated_at = ? WHERE id = ?")
+
+
+def _pending_of(priority, destination_id=None):
+    """The WHERE clause (on ``deliveries d``) and its arguments for a lane's pending deliveries."""
+    if destination_id is None:
+        return "d.state = 'pending' AND d.priority = ?", (priority,)
+    return "d.state = 'pending' AND d.priority = ? AND d.destination_id = ?", (priority, destination_id)
+
 
 def _delivery(row, attempt=None) -> Delivery:
     delivery_id, destination_id, attempts, body, triage = row[:5]
@@ -598,31 +608,25 @@ class SQLiteStore:
     # -- dispatch ----------------------------------------------------------------------------
 
     def claim(self, priority, limit, now, destination_id=None):
+        where, args = _pending_of(priority, destination_id)
+
         def claim(conn):
             if limit <= 0:
                 return []
-            if destination_id is None:
-                rows = conn.execute(
-                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
-                    " WHERE d.state = 'pending' AND d.priority = ? AND d.next_attempt_at <= ?"
-                    " ORDER BY d.next_attempt_at, d.id LIMIT ?", (priority, now, limit)).fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
-                    " WHERE d.state = 'pending' AND d.priority = ? AND d.destination_id = ? AND d.next_attempt_at <= ?"
-                    " ORDER BY d.next_attempt_at, d.id LIMIT ?", (priority, destination_id, now, limit)).fetchall()
+            rows = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                f" WHERE {where} AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.id LIMIT ?",
+                args + (now, limit)).fetchall()
             conn.executemany("UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, updated_at = ?"
                              " WHERE id = ?", [(now, row[0]) for row in rows])
             return [_delivery(row, attempt=row[2] + 1) for row in rows]
         return self._submit("claim", claim)
 
     def next_due(self, priority, destination_id=None):
+        where, args = _pending_of(priority, destination_id)
+
         def select(conn):
-            if destination_id is None:
-                return conn.execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
-                                    " AND priority = ?", (priority,)).fetchone()[0]
-            return conn.execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending' AND priority = ?"
-                                " AND destination_id = ?", (priority, destination_id)).fetchone()[0]
+            return conn.execute(f"SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE {where}", args).fetchone()[0]
         return self._submit("next_due", select)
 
     def _update(self, name, sql, args, delivery_id):
@@ -635,18 +639,14 @@ class SQLiteStore:
         reference = url = detail = None
         if receipt is not None:
             reference, url, detail = receipt.reference, receipt.url, receipt.detail
-        return self._update(
-            "delivered",
-            "UPDATE deliveries SET state = 'delivered', receipt_reference = ?, receipt_url = ?, receipt_detail = ?,"
-            " updated_at = ? WHERE id = ?", (reference, url, detail, now, delivery_id), delivery_id)
+        return self._update("delivered", _DELIVERED, (reference, url, detail, now, delivery_id), delivery_id)
 
     def delivered_many(self, outcomes, now):
         rows = [(getattr(receipt, "reference", None), getattr(receipt, "url", None), getattr(receipt, "detail", None),
                  now, delivery_id) for delivery_id, receipt in outcomes]
 
         def update(conn):
-            changed = conn.executemany("UPDATE deliveries SET state = 'delivered', receipt_reference = ?,"
-                                       " receipt_url = ?, receipt_detail = ?, updated_at = ? WHERE id = ?", rows).rowcount
+            changed = conn.executemany(_DELIVERED, rows).rowcount
             if changed == len(rows):
                 return []
             ids = [row[-1] for row in rows]
