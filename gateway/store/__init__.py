@@ -25,7 +25,7 @@ def make_store(backend: str, options: Mapping[str, Any], reactor):
     """
     An unstarted store. ``backend`` ``"sqlite"`` takes ``options`` ``{"path": ..., "synchronous":
     "NORMAL" | "FULL"}`` (and optionally ``busy_timeout`` seconds, ``max_batch``, ``min_free_bytes``,
-    ``case_window`` seconds, ``writer``, ``checkpoint_interval`` and ``batch_delay`` seconds; the whole
+    ``case_window`` seconds, ``writer``, ``checkpoint_interval``, ``batch_delay`` and ``flush_slice`` seconds; the whole
     ``store:`` block may be passed, ``backend`` and ``retention_days`` are ignored);
     ``"memory"`` keeps everything in memory (tests, demos: nothing survives a restart).
     Raises ``ValueError`` for an unknown backend or a bad option.
@@ -36,7 +36,7 @@ def make_store(backend: str, options: Mapping[str, Any], reactor):
         if not options.get("path"):
             raise ValueError("the sqlite store needs a 'path'")
         known = {"path", "synchronous", "busy_timeout", "max_batch", "min_free_bytes", "case_window", "writer",
-                 "checkpoint_interval", "batch_delay"}
+                 "checkpoint_interval", "batch_delay", "flush_slice"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown sqlite store option(s): {', '.join(unknown)}")

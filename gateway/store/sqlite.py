@@ -11,10 +11,11 @@ accepts. An accept that carries an emergency is queued as urgent. Two writers:
 - ``reactor`` (the default with ``synchronous: NORMAL``): the batch runs on the reactor thread,
   ``batch_delay`` (10 ms) after its first operation was queued, so every accept read meanwhile
   shares one commit; an urgent operation is committed at once, alone, inside the call that
-  queued it. In WAL mode with ``NORMAL`` a commit
-  is a write to the page cache, not an fsync, and costs less than handing the batch to a thread
-  and back; the fsyncs of WAL checkpoints run on a thread of the reactor's pool, on a
-  connection of their own, so they never hold up the reactor.
+  queued it. A long flush goes in slices of about ``flush_slice`` (1 ms), the reactor reading
+  new requests in between, so an emergency never waits for more than one slice of it. In WAL
+  mode with ``NORMAL`` a commit is a write to the page cache, not an fsync, and costs less than
+  handing the batch to a thread and back; the fsyncs of WAL checkpoints run on a thread of the
+  reactor's pool, on a connection of their own, so they never hold up the reactor.
 - ``thread`` (the default with ``synchronous: FULL``, where every commit is an fsync): one
   dedicated thread runs the batches and fires the Deferreds through ``callFromThread``.
 
@@ -30,6 +31,7 @@ See ``docs/store.md`` for the schema, durability settings, backups and retention
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import itertools
@@ -38,7 +40,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet import defer, task, threads
@@ -113,11 +115,16 @@ _DELIVERED = ("UPDATE deliveries SET state = 'delivered', receipt_reference = ?,
               " updated_at = ? WHERE id = ?")
 
 
+#: The condition of the partial claim indexes: a query repeats it for SQLite to use them.
+_UNDELIVERED = "d.state IN ('pending', 'in_flight')"
+
+
 def _pending_of(priority, destination_id=None):
     """The WHERE clause (on ``deliveries d``) and its arguments for a lane's pending deliveries."""
     if destination_id is None:
-        return "d.state = 'pending' AND d.priority = ?", (priority,)
-    return "d.state = 'pending' AND d.priority = ? AND d.destination_id = ?", (priority, destination_id)
+        return f"{_UNDELIVERED} AND d.state = 'pending' AND d.priority = ?", (priority,)
+    return (f"{_UNDELIVERED} AND d.state = 'pending' AND d.priority = ? AND d.destination_id = ?",
+            (priority, destination_id))
 
 
 def _delivery(row, attempt=None) -> Delivery:
@@ -142,14 +149,15 @@ class SQLiteStore:
     fails when the database's file system has less than ``min_free_bytes`` left. ``writer`` is
     ``reactor``, ``thread`` or ``auto`` (``thread`` for ``FULL`` and ``EXTRA``, else ``reactor``:
     see the module docstring); with the reactor writer, routine operations wait up to
-    ``batch_delay`` seconds for others to share their commit, and WAL checkpoints run every
-    ``checkpoint_interval`` seconds on a thread.
+    ``batch_delay`` seconds for others to share their commit, a flush takes the reactor in slices
+    of about ``flush_slice`` seconds, and WAL checkpoints run every ``checkpoint_interval``
+    seconds on a thread.
     """
 
     def __init__(self, path: str, reactor, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
                  max_batch: int = 500, min_free_bytes: int = 16 * 1024 * 1024,
                  case_window: float = DEFAULT_CASE_WINDOW, writer: str = "auto", checkpoint_interval: float = 1.0,
-                 batch_delay: float = 0.01,
+                 batch_delay: float = 0.01, flush_slice: float = 0.001,
                  migrations: Sequence[_migrations.Migration] = _migrations.MIGRATIONS):
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -162,6 +170,7 @@ class SQLiteStore:
         self.writer = writer
         self.checkpoint_interval = float(checkpoint_interval)
         self.batch_delay = float(batch_delay)
+        self.flush_slice = float(flush_slice)
         #: WAL frames (pages) above which the reactor writer rewinds the WAL after a checkpoint.
         self.wal_reset_frames = 4096
         self.wal_resets = 0
@@ -185,6 +194,14 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._flush_call = None
         self._flushing = False
+        #: Routine operations the running flush still has to run (those queued when it began).
+        self._routine_due = 0
+        #: The message and triage of deliveries accepted but not yet claimed, by delivery id, so
+        #: that claiming them reads no message row and decodes no JSON: oldest first, at most
+        #: ``claimable_limit`` (a claim falls back on the database for the rest). The reactor
+        #: writer only, where accepts and claims run on the same thread.
+        self._claimable: collections.OrderedDict | None = collections.OrderedDict() if writer == "reactor" else None
+        self.claimable_limit = 2048
         self._checkpoints: task.LoopingCall | None = None
         self._checkpointing: defer.Deferred | None = None
         #: Batches committed and operations run, for benchmarks and metrics.
@@ -253,7 +270,7 @@ class SQLiteStore:
         if self._conn is None:
             return
         self._accepting = False
-        self._flush()
+        self._flush(whole=True)
         if self._checkpoints is not None and self._checkpoints.running:
             self._checkpoints.stop()
         if self._checkpointing is not None:
@@ -299,13 +316,19 @@ class SQLiteStore:
         self.wal_resets += 1
         self.last_wal_reset_seconds = time.perf_counter() - started
 
-    def _flush(self, urgent_only: bool = False):
+    def _flush(self, urgent_only: bool = False, whole: bool = False):
         """
         Run the operations queued so far, a batch (one transaction) at a time, and fire their
         Deferreds. With ``urgent_only``, only the urgent ones: the routine ones keep their
         delayed flush, so that an emergency's delivery leaves before they are written. Routine
         operations queued by the callbacks meanwhile wait for the next flush (the reactor turns
         in between); urgent ones run at once.
+
+        A routine flush takes the reactor in slices: a transaction takes operations until it has
+        run for ``flush_slice`` seconds, then commits and fires their Deferreds; once a slice is
+        used up the flush goes on in the next reactor turn, after the reactor has read what
+        arrived meanwhile, so an emergency read in between is committed and sent before the rest
+        of the flush. ``whole`` (at stop) runs everything in one go.
         """
         if self._flushing or self._conn is None:
             return  # the running flush takes the urgent ones queued meanwhile
@@ -315,19 +338,36 @@ class SQLiteStore:
             self._flush_call = None
         self._flushing = True
         try:
-            routine = 0 if urgent_only else len(self._queue)
-            while self._queue and (routine > 0 or self._queue[0][0] == _URGENT):
-                batch = []
-                while self._queue and len(batch) < self._max_batch and (routine > 0 or self._queue[0][0] == _URGENT):
-                    urgent = self._queue[0][0] == _URGENT
-                    batch.append(heapq.heappop(self._queue)[2])
-                    if not urgent:
-                        routine -= 1
-                self._fire(self._execute(self._conn, batch))
+            if whole or (not urgent_only and not self._routine_due):
+                self._routine_due = sum(1 for entry in self._queue if entry[0] == _ROUTINE)
+            sliced = not (whole or urgent_only)
+            started = time.perf_counter()
+            while self._due(urgent_only):
+                deadline = started + self.flush_slice if sliced else None
+                self._fire(self._execute(self._conn, self._take(urgent_only, deadline)))
+                if sliced and self._routine_due > 0 and time.perf_counter() >= started + self.flush_slice:
+                    self._flush_call = self._reactor.callLater(0, self._flush)
+                    return
         finally:
             self._flushing = False
         if self._queue and self._flush_call is None:
             self._flush_call = self._reactor.callLater(self.batch_delay, self._flush)
+
+    def _due(self, urgent_only: bool) -> bool:
+        """Whether the flush under way has an operation left: an urgent one, or a routine one it owes."""
+        return bool(self._queue) and (self._queue[0][0] == _URGENT or (not urgent_only and self._routine_due > 0))
+
+    def _take(self, urgent_only: bool, deadline: float | None):
+        """The operations of one transaction, taken from the queue as it runs them, until ``deadline``."""
+        for _ in range(self._max_batch):
+            if not self._due(urgent_only):
+                return
+            priority, _, operation = heapq.heappop(self._queue)
+            if priority == _ROUTINE:
+                self._routine_due -= 1
+            yield operation
+            if deadline is not None and time.perf_counter() >= deadline:
+                return
 
     # -- the writer thread -------------------------------------------------------------------
 
@@ -378,16 +418,24 @@ class SQLiteStore:
             conn.close()
             self._reactor.callFromThread(self._closed)
 
-    def _execute(self, conn: sqlite3.Connection, batch: list[_Operation]):
+    def _execute(self, conn: sqlite3.Connection, operations: Iterable[_Operation]):
         """
-        Run ``batch`` in one transaction; return ``[(operation, ok, result or Failure)]``. The
-        usual case, where every operation succeeds, runs them straight; when one fails, the
-        batch is rolled back and run again with a savepoint around each operation, so that only
-        the failing one fails.
+        Run ``operations`` in one transaction; return ``[(operation, ok, result or Failure)]``.
+        The usual case, where every operation succeeds, runs them straight; when one fails, the
+        transaction is rolled back and the operations (the rest of ``operations`` too) run again
+        with a savepoint around each, so that only the failing one fails.
         """
+        operations = iter(operations)
+        # The first is taken before BEGIN, so that a BEGIN that fails fails an operation too.
+        batch = list(itertools.islice(operations, 1))
+        if not batch:
+            return []
         try:
             conn.execute("BEGIN")
-            outcomes = [[operation, True, operation.fn(conn)] for operation in batch]
+            outcomes = [[batch[0], True, batch[0].fn(conn)]]
+            for operation in operations:
+                batch.append(operation)
+                outcomes.append([operation, True, operation.fn(conn)])
             conn.execute("COMMIT")
         except Exception:  # noqa: BLE001 - any failure: run the batch again, operation by operation
             if conn.in_transaction:
@@ -395,6 +443,7 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+            batch.extend(operations)
             return self._execute_isolated(conn, batch)
         self.commits += 1
         self.operations += len(batch)
@@ -521,7 +570,22 @@ class SQLiteStore:
         now = self._reactor.seconds()
         urgent = any(intake.triage.priority == EMERGENCY for intake in intakes)
         window = self.case_window
-        return self._submit("accept", lambda conn: self._accept(conn, prepared, now, window), urgent=urgent)
+        accepted = self._submit("accept", lambda conn: self._accept(conn, prepared, now, window), urgent=urgent)
+        if self._claimable is not None:
+            accepted.addCallback(self._remember_claimable)
+        return accepted
+
+    def _remember_claimable(self, results):
+        claimable = self._claimable
+        for accepted in results:
+            if accepted.duplicate:
+                continue
+            for delivery in accepted.deliveries:
+                if delivery.priority != EMERGENCY:
+                    claimable[delivery.id] = (delivery.message, delivery.triage)
+        while len(claimable) > self.claimable_limit:
+            claimable.popitem(last=False)
+        return results
 
     @staticmethod
     def _case_for(conn, message, triage, window) -> str:
@@ -614,13 +678,41 @@ class SQLiteStore:
             if limit <= 0:
                 return []
             rows = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                f"SELECT d.id, d.destination_id, d.attempts, d.message_id FROM deliveries d"
                 f" WHERE {where} AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.id LIMIT ?",
                 args + (now, limit)).fetchall()
+            deliveries = self._claimed(conn, rows)
             conn.executemany("UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, updated_at = ?"
-                             " WHERE id = ?", [(now, row[0]) for row in rows])
-            return [_delivery(row, attempt=row[2] + 1) for row in rows]
+                             " WHERE id = ?", [(now, delivery.id) for delivery in deliveries])
+            return deliveries
         return self._submit("claim", claim)
+
+    def _claimed(self, conn, rows) -> list[Delivery]:
+        """
+        The deliveries of claimed ``(id, destination_id, attempts, message_id)`` rows, in order:
+        from the recently accepted ones where they are, else from their messages' rows (a row
+        whose message is gone is left out).
+        """
+        claimable = self._claimable if self._claimable is not None else {}
+        found: list[Delivery | None] = []
+        unknown: dict[str, list[int]] = {}
+        for delivery_id, destination_id, attempts, message_id in rows:
+            known = claimable.pop(delivery_id, None)
+            if known is None:
+                unknown.setdefault(message_id, []).append(len(found))
+                found.append(None)
+            else:
+                found.append(Delivery(delivery_id, destination_id, known[0], known[1], attempt=attempts + 1))
+        ids = list(unknown)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for message_id, body, triage in conn.execute(
+                    f"SELECT id, body, triage FROM messages WHERE id IN ({', '.join('?' * len(chunk))})", chunk):
+                message, verdict = Message.from_json(json.loads(body)), Triage.from_json(json.loads(triage))
+                for index in unknown[message_id]:
+                    delivery_id, destination_id, attempts, _ = rows[index]
+                    found[index] = Delivery(delivery_id, destination_id, message, verdict, attempt=attempts + 1)
+        return [delivery for delivery in found if delivery is not None]
 
     def next_due(self, priority, destination_id=None):
         where, args = _pending_of(priority, destination_id)
@@ -726,8 +818,8 @@ class SQLiteStore:
 
     def recover(self, now):
         def recover(conn):
-            return conn.execute("UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ?"
-                                " WHERE state = 'in_flight'", (now, now)).rowcount
+            return conn.execute("UPDATE deliveries AS d SET state = 'pending', next_attempt_at = ?, updated_at = ?"
+                                f" WHERE {_UNDELIVERED} AND d.state = 'in_flight'", (now, now)).rowcount
         return self._submit("recover", recover)
 
     def depth(self):

@@ -3,12 +3,12 @@
 import os
 import sqlite3
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase
 
 from gateway.errors import StoreUnavailable
-from gateway.message import EMERGENCY, Receipt, Reply
-from gateway.store.contract import StoreContractTests, _intake
+from gateway.message import EMERGENCY, NORMAL, Receipt, Reply
+from gateway.store.contract import T0, StoreContractTests, _intake
 from gateway.store.sqlite import SQLiteStore
 
 
@@ -249,6 +249,18 @@ class WriterThreadTests(TestCase):
         target.close()
 
 
+class _TurnClock(task.Clock):
+    """A Clock whose ``turn`` runs what is due, as one reactor turn does: not what that schedules."""
+
+    def turn(self, amount=0.0):
+        self.rightNow += amount
+        for call in [call for call in self.calls if call.getTime() <= self.rightNow]:
+            if call.active():
+                self.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
+
+
 class ReactorWriterTests(TestCase):
     """The reactor writer: routine work shares a commit, urgent work at once, checkpoints on a thread."""
 
@@ -266,6 +278,7 @@ class ReactorWriterTests(TestCase):
 
     @defer.inlineCallbacks
     def test_one_turn_is_one_commit(self):
+        self.store.flush_slice = 10.0  # every accept fits one slice
         before = self.store.commits
         accepts = [self.store.accept([_intake(f"pesan {i}", external_id=f"e{i}")]) for i in range(20)]
         self.assertFalse(any(d.called for d in accepts), "routine work waits for the end of the turn")
@@ -285,6 +298,86 @@ class ReactorWriterTests(TestCase):
         yield routine
         rows = reader.execute("SELECT external_id FROM messages ORDER BY rowid").fetchall()
         self.assertEqual(rows, [("sos",), ("n",)])
+
+    @defer.inlineCallbacks
+    def test_queries_use_their_indexes(self):
+        """Every lookup of the hot paths and the admin commands is an index search, not a table scan."""
+        statements = []
+        yield self.store.run_in_writer(lambda conn: conn.set_trace_callback(statements.append))
+        yield self.store.accept([_intake("jalan", external_id="x1"), _intake("lampu")])
+        yield self.store.claim(NORMAL, 10, T0 + 60)
+        yield self.store.claim(NORMAL, 10, T0 + 60, destination_id="lapor")
+        yield self.store.next_due(NORMAL)
+        yield self.store.next_due(NORMAL, destination_id="lapor")
+        yield self.store.depth()
+        yield self.store.dead_letters()
+        yield self.store.dead_letters("lapor")
+        yield self.store.tracked("lapor")
+        yield self.store.recover(T0 + 60)
+        yield self.store.run_in_writer(lambda conn: conn.set_trace_callback(None))
+        lookups = [sql for sql in statements if " WHERE " in sql and "deliveries" in sql or "external_id =" in sql]
+        self.assertGreaterEqual(len(lookups), 10)
+
+        def plan(conn, sql):
+            return " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?")))
+        plans = yield self.store.run_in_writer(lambda conn: {sql: plan(conn, sql) for sql in lookups})
+        for sql, text in plans.items():
+            self.assertNotRegex(text, r"\bSCAN (d|m|deliveries|messages)\b", f"{sql}\n-> {text}")
+
+    @defer.inlineCallbacks
+    def test_claiming_fresh_accepts_reads_no_message_rows(self):
+        accepted = yield self.store.accept([_intake(f"jalan {i}", external_id=f"j{i}") for i in range(3)])
+        statements = []
+        yield self.store.run_in_writer(lambda conn: conn.set_trace_callback(statements.append))
+        claimed = yield self.store.claim(NORMAL, 10, T0 + 60)
+        yield self.store.run_in_writer(lambda conn: conn.set_trace_callback(None))
+        by_id = {a.deliveries[0].id: a.message for a in accepted}
+        self.assertEqual({d.id: d.message for d in claimed}, by_id)
+        self.assertEqual([d.attempt for d in claimed], [1, 1, 1])
+        self.assertFalse([sql for sql in statements if "FROM messages" in sql], statements)
+
+    @defer.inlineCallbacks
+    def test_claims_beyond_the_remembered_ones_read_the_messages(self):
+        self.store.claimable_limit = 2
+        accepted = yield self.store.accept([_intake(f"jalan {i}", external_id=f"j{i}") for i in range(5)])
+        claimed = yield self.store.claim(NORMAL, 10, T0 + 60)
+        self.assertEqual(sorted((d.id, d.message, d.triage) for d in claimed),
+                         sorted((a.deliveries[0].id, a.message, a.triage) for a in accepted))
+        yield self.store.release(claimed[0].id, T0)
+        again = yield self.store.claim(NORMAL, 10, T0 + 60)
+        self.assertEqual([(d.id, d.message, d.attempt) for d in again], [(claimed[0].id, claimed[0].message, 1)])
+
+    def test_a_long_flush_goes_on_after_the_reactor_turns(self):
+        clock = _TurnClock()
+        store = SQLiteStore(self.mktemp() + ".db", clock, writer="reactor", checkpoint_interval=3600,
+                            flush_slice=0.0)  # every batch overruns its slice: one operation a turn
+        self.successResultOf(store.start())
+        self.addCleanup(store.stop)
+        routine = [store.accept([_intake(f"biasa {i}", external_id=f"n{i}")]) for i in range(3)]
+        clock.turn(store.batch_delay)
+        self.assertEqual([d.called for d in routine], [True, False, False])
+        urgent = store.accept([_intake("kebakaran", priority=EMERGENCY, external_id="sos")])
+        self.assertTrue(urgent.called, "an emergency read between two slices is committed before the rest")
+        clock.turn()
+        self.assertEqual([d.called for d in routine], [True, True, False])
+        clock.turn()
+        self.assertTrue(routine[2].called)
+        self.assertEqual(store.commits, 4)
+        order = self.successResultOf(store.run_in_writer(
+            lambda conn: [row[0] for row in conn.execute("SELECT external_id FROM messages ORDER BY rowid")],
+            urgent=True))
+        self.assertEqual(order, ["n0", "sos", "n1", "n2"])
+
+    def test_stop_runs_everything_queued(self):
+        clock = task.Clock()
+        path = self.mktemp() + ".db"
+        store = SQLiteStore(path, clock, writer="reactor", checkpoint_interval=3600, flush_slice=0.0)
+        self.successResultOf(store.start())
+        accepts = [store.accept([_intake(f"biasa {i}", external_id=f"n{i}")]) for i in range(5)]
+        self.successResultOf(store.stop())
+        self.assertTrue(all(d.called for d in accepts))
+        with sqlite3.connect(path) as reader:
+            self.assertEqual(reader.execute("SELECT COUNT(*) FROM messages").fetchone()[0], 5)
 
     @defer.inlineCallbacks
     def test_failing_operation_does_not_spoil_its_batch(self):
