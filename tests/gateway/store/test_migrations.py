@@ -6,7 +6,9 @@ import sqlite3
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from gateway.message import NORMAL
 from gateway.store import migrations
+from gateway.store.contract import T0, _intake
 from gateway.store.migrations import MIGRATIONS, Migration, SchemaError, migrate
 from gateway.store.sqlite import SQLiteStore
 
@@ -97,3 +99,33 @@ class StoreMigratesOnStartTests(TestCase):
         migrate(path, MIGRATIONS + (_ADD_COLUMN,))
         store = SQLiteStore(path, self._reactor())
         yield self.assertFailure(store.start(), SchemaError)
+
+    @defer.inlineCallbacks
+    def test_partial_indexes_keep_a_version_4_backlog(self):
+        """Migration 5 rebuilds indexes as partial ones: what was pending, dead or stored stays usable."""
+        path = self.mktemp()
+        old = SQLiteStore(path, self._reactor(), migrations=MIGRATIONS[:4])
+        yield old.start()
+        accepted = yield old.accept([_intake(text, external_id=key) for key, text in
+                                     (("a", "jalan rusak"), ("b", "lampu mati"), ("c", "air keruh"))])
+        pending, dead, delivered = (item.deliveries[0].id for item in accepted)
+        yield old.dead_letter(dead, "HTTP 500", T0)
+        yield old.delivered(delivered, None, T0)
+        yield old.stop()
+        self.assertEqual(_version(path), 4)
+
+        store = SQLiteStore(path, self._reactor())
+        yield store.start()
+        self.addCleanup(store.stop)
+        self.assertEqual(_version(path), 5)
+        self.assertEqual((yield store.depth())[NORMAL], 1)
+        self.assertEqual([d.id for d in (yield store.claim(NORMAL, 10, T0 + 60))], [pending])
+        self.assertEqual([d.delivery.id for d in (yield store.dead_letters())], [dead])
+        again = yield store.accept([_intake("jalan rusak", external_id="a")])
+        self.assertTrue(again[0].duplicate, "the dedupe index still knows the version-4 messages")
+        conn = sqlite3.connect(path)
+        self.addCleanup(conn.close)
+        partial = {name for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+                   if sql and " WHERE " in sql}
+        self.assertEqual(partial, {"deliveries_claim", "deliveries_claim_destination", "deliveries_dead",
+                                   "deliveries_tracked", "messages_dedupe"})
