@@ -201,9 +201,11 @@ class SQLiteStore:
         #: ``claimable_limit`` (a claim falls back on the database for the rest). The reactor
         #: writer only, where accepts and claims run on the same thread.
         self._claimable: collections.OrderedDict | None = collections.OrderedDict() if writer == "reactor" else None
-        self.claimable_limit = 2048
+        self.claimable_limit = 1024
         self._checkpoints: task.LoopingCall | None = None
         self._checkpointing: defer.Deferred | None = None
+        #: True while the WAL's catch-up checkpoint runs: routine flushes wait for it.
+        self._holding = False
         #: Batches committed and operations run, for benchmarks and metrics.
         self.commits = 0
         self.operations = 0
@@ -302,19 +304,29 @@ class SQLiteStore:
         finally:
             conn.close()
 
-    def _finish_checkpoint(self, frames: int) -> None:
+    def _finish_checkpoint(self, frames: int) -> defer.Deferred | None:
         """
         Let the WAL start over once it holds ``wal_reset_frames``: the writer commits while the
         thread checkpoints, so the thread never catches up with the last frames, and SQLite only
-        rewinds the WAL once every frame is in the database. The reactor copies the few frames
-        committed meanwhile (the bulk is done) and the next commit rewinds it.
+        rewinds the WAL once every frame is in the database. So the thread checkpoints once more,
+        for the few frames committed meanwhile, while routine commits wait (urgent ones do not,
+        and the reactor goes on reading); then the next commit rewinds the WAL. The copy and its
+        fsyncs thus never run on the reactor.
         """
-        if frames < self.wal_reset_frames or self._conn is None or self._conn.in_transaction:
-            return
+        if frames < self.wal_reset_frames or self._conn is None:
+            return None
+        self._holding = True
         started = time.perf_counter()
-        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self.wal_resets += 1
-        self.last_wal_reset_seconds = time.perf_counter() - started
+
+        def release(result):
+            self._holding = False
+            self.wal_resets += 1
+            self.last_wal_reset_seconds = time.perf_counter() - started
+            if self._queue and self._flush_call is None and self._conn is not None:
+                self._flush_call = self._reactor.callLater(0, self._flush)
+            return result
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                         self._checkpoint).addBoth(release)
 
     def _flush(self, urgent_only: bool = False, whole: bool = False):
         """
@@ -336,6 +348,8 @@ class SQLiteStore:
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
+        if self._holding and not (urgent_only or whole):
+            return  # routine commits wait for the WAL's catch-up checkpoint, which flushes after
         self._flushing = True
         try:
             if whole or (not urgent_only and not self._routine_due):

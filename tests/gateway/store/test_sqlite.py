@@ -2,8 +2,9 @@
 
 import os
 import sqlite3
+import threading
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.trial.unittest import TestCase
 
 from gateway.errors import StoreUnavailable
@@ -430,11 +431,35 @@ class ReactorWriterTests(TestCase):
         rewinds = self._wal_rewinds()
         yield self.store.accept([_intake("z", external_id="c")])
         self.assertEqual(self._wal_rewinds(), rewinds, "with frames not yet in the database, the WAL only grows")
-        self.store._finish_checkpoint(1000)
+        yield self.store._finish_checkpoint(1000)
         self.assertEqual(self.store.wal_resets, 1)
         yield self.store.accept([_intake("sesudah", external_id="after")])
         self.assertEqual(self._wal_rewinds(), rewinds + 1, "the next commit started the WAL over")
         self.assertEqual(reader.execute("SELECT COUNT(*) FROM messages").fetchone()[0], 53)
+
+    @defer.inlineCallbacks
+    def test_routine_commits_wait_for_the_wal_catch_up_but_emergencies_do_not(self):
+        entered, release = threading.Event(), threading.Event()
+        checkpoint = self.store._checkpoint
+
+        def held_checkpoint():
+            entered.set()
+            release.wait(30)
+            return checkpoint()
+        self.store._checkpoint = held_checkpoint
+        self.addCleanup(release.set)
+        catching_up = self.store._finish_checkpoint(self.store.wal_reset_frames)
+        yield threads.deferToThread(entered.wait, 30)  # the reactor turns meanwhile
+        routine = self.store.accept([_intake("biasa", external_id="n")])
+        yield task.deferLater(_reactor(), self.store.batch_delay * 5, lambda: None)
+        self.assertFalse(routine.called, "routine work waits while the thread catches up")
+        urgent = self.store.accept([_intake("kebakaran", priority=EMERGENCY, external_id="sos")])
+        self.assertTrue(urgent.called, "an emergency is committed at once all the same")
+        release.set()
+        yield catching_up
+        accepted = yield routine
+        self.assertEqual(accepted[0].message.external_id, "n")
+        self.assertFalse(self.store._holding)
 
     @defer.inlineCallbacks
     def test_stop_finishes_queued_work(self):
