@@ -34,10 +34,15 @@ def _intake(n: int, emergencies: bool = True) -> Intake:
 
 
 @defer.inlineCallbacks
-def _measure(reactor, directory, synchronous, concurrency, seconds):
-    path = os.path.join(directory, f"bench-{synchronous}-{concurrency}.db")
+def _started_store(reactor, path, synchronous):
     store = SQLiteStore(path, reactor, synchronous=synchronous)
     yield store.start()
+    return store
+
+
+@defer.inlineCallbacks
+def _measure(reactor, directory, synchronous, concurrency, seconds):
+    store = yield _started_store(reactor, os.path.join(directory, f"bench-{synchronous}-{concurrency}.db"), synchronous)
     counter = iter(range(10**9))
     done = 0
     deadline = reactor.seconds() + seconds
@@ -60,9 +65,7 @@ def _measure(reactor, directory, synchronous, concurrency, seconds):
 @defer.inlineCallbacks
 def _lifecycle(reactor, directory, synchronous, seconds, callers=32):
     """Reports accepted, claimed and delivered per second, and CPU us per report."""
-    path = os.path.join(directory, f"lifecycle-{synchronous}.db")
-    store = SQLiteStore(path, reactor, synchronous=synchronous)
-    yield store.start()
+    store = yield _started_store(reactor, os.path.join(directory, f"lifecycle-{synchronous}.db"), synchronous)
     counter = iter(range(10**9))
     delivered = 0
     deadline = reactor.seconds() + seconds
