@@ -25,8 +25,9 @@ def make_store(backend: str, options: Mapping[str, Any], reactor):
     """
     An unstarted store. ``backend`` ``"sqlite"`` takes ``options`` ``{"path": ..., "synchronous":
     "NORMAL" | "FULL"}`` (and optionally ``busy_timeout`` seconds, ``max_batch``, ``min_free_bytes``,
-    ``case_window`` seconds, ``writer``, ``checkpoint_interval``, ``batch_delay`` and ``flush_slice`` seconds; the whole
-    ``store:`` block may be passed, ``backend`` and ``retention_days`` are ignored);
+    ``case_window`` seconds, ``writer``, ``checkpoint_interval``, ``batch_delay`` and
+    ``flush_slice`` seconds; the whole ``store:`` block may be passed, ``backend`` and
+    ``retention_days`` are ignored);
     ``"memory"`` keeps everything in memory (tests, demos: nothing survives a restart).
     Raises ``ValueError`` for an unknown backend or a bad option.
     """

@@ -3,8 +3,9 @@ The embedded SQLite :class:`~gateway.interfaces.IStore`: one database file in WA
 one writer with group commit.
 
 Every operation (reads included) is queued for the writer, which takes everything queued (urgent
-operations first, then in arrival order; at most ``max_batch``), runs it in ONE transaction,
-commits once, and only then fires each operation's Deferred. It never waits to fill a batch:
+operations first, then in arrival order; at most ``max_batch``, and with the reactor writer at
+most what runs in one ``flush_slice``), runs it in ONE transaction, commits once, and only then
+fires each operation's Deferred. It never waits to fill a batch:
 under light load a batch is a single operation, under heavy load one commit covers hundreds of
 accepts. An accept that carries an emergency is queued as urgent. Two writers:
 
