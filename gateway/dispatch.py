@@ -11,7 +11,8 @@ jitter, a circuit breaker per destination, dead letters.
   reactor runs late, so that a flood piles up on disk instead of slowing emergencies down.
 - A destination providing :class:`gateway.interfaces.IBatchDestination` with a ``batch_size``
   above 1 gets the other lanes' deliveries in batches: each attempt takes up to ``batch_size`` of
-  what waits for it (never waiting to fill one). Its ``concurrency`` and ``rate_limit`` then count
+  what waits for it, full batches whenever there is room and a partial one only while no other
+  partial one is in flight (see ``_drain``). Its ``concurrency`` and ``rate_limit`` then count
   batches, and its circuit breaker one outcome per batch; retries and dead letters stay per
   delivery. Emergencies still go one by one.
 - A failure is retried with exponential backoff and jitter (``Retry-After`` honoured) until
@@ -178,7 +179,8 @@ class Dispatcher:
 
     Bookkeeping of the other lanes: ``waiting[name]`` holds claimed deliveries not yet started,
     ``active[name]`` counts attempts (requests: one delivery, or one batch) in flight per
-    destination, ``lane_active[priority]`` counts deliveries in flight per lane.
+    destination, ``partial_active[name]`` those of them that carry less than a full batch,
+    ``lane_active[priority]`` counts deliveries in flight per lane.
     """
 
     log = Logger()
@@ -213,6 +215,8 @@ class Dispatcher:
         self.active: Dict[str, int] = collections.Counter()
         self.lane_active: Dict[str, int] = collections.Counter()
         self.in_flight: Dict[str, int] = collections.Counter()
+        #: Attempts in flight per destination that carry less than a full batch.
+        self.partial_active: Dict[str, int] = collections.Counter()
         self.waiting: Dict[str, Deque[Delivery]] = {name: collections.deque() for name in self.destinations}
         self._pumping: Dict[str, bool] = {}
         self._again: Dict[str, bool] = {}
@@ -435,11 +439,19 @@ class Dispatcher:
                     self._drain(name)
 
     def _drain(self, name: str, full_only: bool = False):
+        """
+        Start attempts for what waits for ``name``, as far as its concurrency and rate allow. A
+        batching destination gets full batches whenever there is room, and a partial one only
+        while no other partial one of its is in flight (as Nagle's algorithm does for small
+        segments): at a trickle every delivery goes at once, under load what arrives while a
+        partial batch is on its way waits for it to end, or for a full batch, instead of going
+        out in many small requests.
+        """
         queue = self.waiting[name]
         rate = self.rate_limits[name]
         size = self.batch_sizes[name]
         while self.running and queue and self.active[name] < self.concurrency[name]:
-            if full_only and len(queue) < size:
+            if len(queue) < size and (full_only or self.partial_active[name]):
                 return
             if rate and not self._rate_allows(name, rate):
                 key = f"rate:{name}"
@@ -452,6 +464,8 @@ class Dispatcher:
                 deliveries = tuple(queue.popleft() for _ in range(min(size, len(queue))))
             self.active[name] += 1
             self.in_flight[name] += len(deliveries)
+            if len(deliveries) < size:
+                self.partial_active[name] += 1
             for delivery in deliveries:
                 self.lane_active[delivery.priority] += 1
             d = self._attempt(deliveries[0]) if size == 1 else self._attempt_batch(name, deliveries)
@@ -461,6 +475,8 @@ class Dispatcher:
         """An attempt of the other lanes ended: free its room, start what waits, wake its lanes."""
         self.active[name] -= 1
         self.in_flight[name] -= len(deliveries)
+        if len(deliveries) < self.batch_sizes[name]:
+            self.partial_active[name] -= 1
         for delivery in deliveries:
             self.lane_active[delivery.priority] -= 1
         self._drain(name)

@@ -125,8 +125,9 @@ class IBatchDestination(IDestination):
 
     With ``batch_size`` above 1, the dispatcher's high, normal and low lanes call
     ``deliver_batch`` with what is waiting for the destination, up to ``batch_size`` deliveries
-    (it never waits to fill a batch, so a batch may hold a single delivery, and deliveries of
-    different lanes may share one). The destination's ``concurrency`` then counts batches in
+    (it never waits on a timer to fill a batch, so a batch may hold a single delivery, and
+    deliveries of different lanes may share one; at most one partial batch per destination is in
+    flight at a time). The destination's ``concurrency`` then counts batches in
     flight and its ``rate_limit`` batches per second. Emergencies still go one at a time through
     ``deliver``, for the lowest latency.
     """

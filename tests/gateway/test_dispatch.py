@@ -444,6 +444,22 @@ class BatchDispatchTests(SynchronousTestCase):
         self.assertEqual(self.target.batches[0][0].priority, NORMAL)
         self.assertEqual(self.states(), ["delivered"] * 2)
 
+    def test_one_partial_batch_in_flight_at_a_time(self):
+        self.target.hold = True
+        self.accept()
+        self.assertEqual(self.sizes(), [1], "an idle destination gets the lone delivery at once")
+        self.accept()
+        self.assertEqual(self.sizes(), [1], "while a partial batch is on its way, the next one waits")
+        self.accept(count=2)
+        self.assertEqual(self.sizes(), [1, 3], "a full batch goes whenever there is room")
+        self.accept()
+        self.assertEqual(self.sizes(), [1, 3])
+        self.target.pending[0].callback(None)
+        self.assertEqual(self.sizes(), [1, 3, 1], "the partial batch ended: what waited goes")
+        self.release_held()
+        self.assertEqual(self.states(), ["delivered"] * 5)
+        self.assertEqual(self.dispatcher.partial_active["target"], 0)
+
     def test_batches_formed_from_what_waits(self):
         self.target.hold = True
         self.accept(count=7)
