@@ -429,6 +429,8 @@ class Bench:
             seconds = (after["last_ns"] - run["first_send_ns"]) / 1e9
             rate = run["ok"] / seconds
             pairs.append({"reference": ref["rate"], "delivered": after["count"] - before["count"], "accepted": run["ok"],
+                          "deliveries_per_request": ratio(after["count"] - before["count"],
+                                                          after["requests"] - before["requests"], 1),
                           "shed_503_and_resent": run.get("shed_503"),
                           "seconds": round(seconds, 3), "rate": rate, "accept_rate": run["rate"],
                           "ratio": ratio(rate, ref["rate"]),
@@ -437,6 +439,7 @@ class Bench:
                 f"(reference {ref['rate']:.0f}/s, ratio {pairs[-1]['ratio']})")
         self.result["end_to_end"] = {"delivered_per_s": round(median(p["rate"] for p in pairs), 1),
                                      "ratio_to_ceiling": median(p["ratio"] for p in pairs),
+                                     "deliveries_per_request": median(p["deliveries_per_request"] for p in pairs),
                                      "cpu_us_per_report": median(p["cpu_us_per_report"] for p in pairs),
                                      "pairs": pairs}
 
@@ -736,7 +739,8 @@ def markdown_tables(r):
         f"| b | accepted (202 after commit) | {fmt(r['accept']['accepted_per_s'])} reports/s, "
         f"ratio to (a) {fmt(r['accept']['ratio_to_ceiling'], 2)} |",
         f"| c | end-to-end (send -> sink) | {fmt(r['end_to_end']['delivered_per_s'])} reports/s, "
-        f"ratio to (a) {fmt(r['end_to_end']['ratio_to_ceiling'], 2)} |",
+        f"ratio to (a) {fmt(r['end_to_end']['ratio_to_ceiling'], 2)}; "
+        f"{fmt(r['end_to_end'].get('deliveries_per_request'), 1)} reports per request to the sink |",
     ]
     for name, label in (("idle", "idle"), ("flood_50", "flood at 50% of (b)"), ("flood_90", "flood at 90% of (b)"),
                         ("flood_90_of_e2e", "flood at 90% of (c)")):

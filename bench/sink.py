@@ -13,8 +13,9 @@ batch's arrival time.
 
 Control, for the driver (loopback only):
 
-- ``GET /stats``: ``{"count", "first_ns", "last_ns", "latencies_us", "unstamped"}`` since the last reset
-  (``count`` and the times are of accepted deliveries; refused ones are counted in ``refused``);
+- ``GET /stats``: ``{"count", "requests", "first_ns", "last_ns", "latencies_us", "unstamped"}`` since the
+  last reset (``count`` and the times are of accepted deliveries, ``requests`` of the requests that
+  carried them; refused deliveries are counted in ``refused``);
 - ``POST /reset``: forget the latencies and counts;
 - ``POST /refuse`` / ``POST /accept``: answer 503 / 200 from now on.
 
@@ -47,6 +48,7 @@ class Sink(Resource):
 
     def reset(self):
         self.count = 0
+        self.requests = 0
         self.refused = 0
         self.first_ns = None
         self.last_ns = None
@@ -55,8 +57,8 @@ class Sink(Resource):
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"count": self.count, "refused": self.refused, "first_ns": self.first_ns,
-                           "last_ns": self.last_ns, "latencies_us": self.latencies_us,
+        return json.dumps({"count": self.count, "requests": self.requests, "refused": self.refused,
+                           "first_ns": self.first_ns, "last_ns": self.last_ns, "latencies_us": self.latencies_us,
                            "unstamped": self.unstamped}).encode()
 
     def render_POST(self, request):
@@ -78,6 +80,7 @@ class Sink(Resource):
             request.setHeader(b"retry-after", b"30")
             return b'{"error": "down for the benchmark"}'
         self.count += count
+        self.requests += 1
         if self.first_ns is None:
             self.first_ns = arrived
         self.last_ns = arrived

@@ -42,8 +42,9 @@ class SinkTests(SynchronousTestCase):
         self.post(sink, document("a"))
         self.post(sink, {"deliveries": [document("b"), document("c"), document("d")]})
         stats = self.stats(sink)
-        self.assertEqual(stats["count"], 4)
-        self.assertEqual(set(stats), {"count", "refused", "first_ns", "last_ns", "latencies_us", "unstamped"})
+        self.assertEqual((stats["count"], stats["requests"]), (4, 2))
+        self.assertEqual(set(stats), {"count", "requests", "refused", "first_ns", "last_ns", "latencies_us",
+                                      "unstamped"})
         self.assertLessEqual(stats["first_ns"], stats["last_ns"])
 
     def test_refused_batch_counts_each_delivery(self):
