@@ -152,7 +152,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX deliveries_dead ON deliveries (state, failed_at) WHERE state = 'dead'",
         "DROP INDEX deliveries_tracked",
         "CREATE INDEX deliveries_tracked ON deliveries (destination_id, state, remote_final, remote_checked_at)"
-        " WHERE state = 'delivered' AND remote_final = 0",
+        " WHERE state = 'delivered' AND remote_final = 0 AND receipt_reference IS NOT NULL",
         "DROP INDEX messages_dedupe",
         "CREATE UNIQUE INDEX messages_dedupe ON messages (channel_id, external_id) WHERE external_id IS NOT NULL",
     )),
