@@ -360,7 +360,8 @@ class SQLiteStore:
             while self._due(urgent_only):
                 deadline = started + self.flush_slice if sliced else None
                 self._fire(self._execute(self._conn, self._take(urgent_only, deadline)))
-                if sliced and self._routine_due > 0 and time.perf_counter() >= started + self.flush_slice:
+                if (sliced and self._routine_due > 0 and time.perf_counter() >= started + self.flush_slice
+                        and not (self._queue and self._queue[0][0] == _URGENT)):
                     self._flush_call = self._reactor.callLater(0, self._flush)
                     return
         finally:

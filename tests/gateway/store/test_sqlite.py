@@ -369,6 +369,23 @@ class ReactorWriterTests(TestCase):
             urgent=True))
         self.assertEqual(order, ["n0", "sos", "n1", "n2"])
 
+    def test_an_emergency_queued_by_a_callback_does_not_wait_for_the_next_slice(self):
+        clock = _TurnClock()
+        store = SQLiteStore(self.mktemp() + ".db", clock, writer="reactor", checkpoint_interval=3600,
+                            flush_slice=0.0)
+        self.successResultOf(store.start())
+        self.addCleanup(store.stop)
+        urgent = []
+        first = store.accept([_intake("biasa 0", external_id="n0")])
+        first.addCallback(lambda _: urgent.append(
+            store.accept([_intake("kebakaran", priority=EMERGENCY, external_id="sos")])))
+        rest = store.accept([_intake("biasa 1", external_id="n1")])
+        clock.turn(store.batch_delay)
+        self.assertTrue(urgent and urgent[0].called, "committed in the turn that queued it")
+        self.assertFalse(rest.called, "the routine rest still waits for the next slice")
+        clock.turn()
+        self.assertTrue(rest.called)
+
     def test_stop_runs_everything_queued(self):
         clock = task.Clock()
         path = self.mktemp() + ".db"
