@@ -373,6 +373,10 @@ class ImapChannelTests(TestCase):
         with open(os.path.join(self.state_dir, "surel.imap-cursor")) as f:
             return f.read().strip()
 
+    def cursor_saved(self):
+        """Whether the poller has written its cursor (it does so after marking the mail seen)."""
+        return os.path.exists(os.path.join(self.state_dir, "surel.imap-cursor"))
+
     def logged(self, needle):
         from twisted.logger import formatEvent
         return [formatEvent(e) for e in self.log if needle in formatEvent(e)]
@@ -409,7 +413,7 @@ class ImapChannelTests(TestCase):
         self.assertEqual(len(self.ingested), 1, "no new poll while the batch is being stored")
 
         self.pending[0].callback([])
-        yield wait_for(lambda: all(self.seen(uid) for uid in self.uids))
+        yield wait_for(lambda: all(self.seen(uid) for uid in self.uids) and self.cursor_saved())
         self.assertEqual(self.server.events[0], ("stored",))
         self.assertEqual(self.cursor_file(), f"1001:{self.uids[-1]}")
         yield sleep(0.2)
@@ -497,7 +501,7 @@ class ImapChannelTests(TestCase):
         big = load("attachment.eml")
         self.answers = [[]]
         self.channel(max_bytes=len(big) - 1)
-        yield wait_for(lambda: self.ingested and self.seen(self.uids[0]))
+        yield wait_for(lambda: self.ingested and self.seen(self.uids[0]) and self.cursor_saved())
         ids = [m.external_id for m in self.ingested[0]]
         self.assertNotIn("<PH0PR11MB5000A1B2C3D4E5F6@outlook.example>", ids)
         self.assertFalse(self.seen(self.uids[2]))
