@@ -282,6 +282,15 @@ class Dispatcher:
             for priority in held:
                 self.wake(priority)
 
+    def reset_lag(self) -> None:
+        """
+        Measure the reactor's lag afresh from now: after a stall that was the gateway's own and
+        is over (start-up, with its full garbage collection), which is no reason to shed load.
+        """
+        self._last_tick = self.clock.seconds()
+        self.lag = 0.0
+        self.metrics.reactor_lag.set(0.0)
+
     @property
     def saturated(self) -> bool:
         """Whether the reactor runs late enough that the non-emergency lanes hold back."""

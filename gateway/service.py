@@ -252,6 +252,8 @@ class GatewayService(MultiService):
             yield self._start_plugin(f"channel:{name}", channel)
         if self.freeze_gc:
             freeze_startup_objects()
+        # Start-up (the collection above most of all) held the reactor: not lag to shed load for.
+        self.dispatcher.reset_lag()
         self.log.info("Siaga ready")
 
     def _start_retention(self):

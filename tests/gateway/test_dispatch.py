@@ -357,6 +357,21 @@ class SaturationTests(SynchronousTestCase):
         self.successResultOf(dispatcher.stop())
 
 
+    def test_a_stall_of_its_own_is_not_lag(self):
+        clock = task.Clock()
+        dispatcher = Dispatcher(MemoryStore(), {}, clock, dict(SETTINGS, lag_threshold=0.05, lag_interval=0.1))
+        self.successResultOf(dispatcher.start())
+        clock.rightNow += 0.5  # start-up's work held the reactor: no timer ran meanwhile
+        dispatcher.reset_lag()
+        clock.advance(0)  # the overdue lag probe runs
+        self.assertEqual(dispatcher.lag, 0.0)
+        self.assertFalse(dispatcher.saturated)
+        clock.rightNow += 0.5  # a stall nobody accounted for
+        clock.advance(0.1)
+        self.assertTrue(dispatcher.saturated)
+        self.successResultOf(dispatcher.stop())
+
+
 class PolicyTests(SynchronousTestCase):
     def test_jitter_between_half_and_full_backoff(self):
         from gateway.testing import sample_delivery
