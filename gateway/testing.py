@@ -352,13 +352,16 @@ class RecordingDestination:
         if self.failure is not None:
             return defer.fail(self.failure)
         self.delivered.append(delivery)
-        receipt = Receipt(reference=self.options.get("reference") or f"R-{delivery.id}")
-        if self.hold:
-            d = defer.Deferred()
-            self.pending.append(d)
-            d.addCallback(lambda _: receipt)
-            return d
-        return defer.succeed(receipt)
+        return self._answer(Receipt(reference=self.options.get("reference") or f"R-{delivery.id}"))
+
+    def _answer(self, value):
+        """``value`` now, or with ``hold`` once the test fires the Deferred left in ``pending``."""
+        if not self.hold:
+            return defer.succeed(value)
+        d = defer.Deferred()
+        self.pending.append(d)
+        d.addCallback(lambda _: value)
+        return d
 
 
 @implementer(IBatchDestination)
@@ -396,12 +399,7 @@ class RecordingBatchDestination(RecordingDestination):
                 continue
             self.delivered.append(delivery)
             results.append(Receipt(reference=self.options.get("reference") or f"R-{delivery.id}"))
-        if self.hold:
-            d = defer.Deferred()
-            self.pending.append(d)
-            d.addCallback(lambda _: results)
-            return d
-        return defer.succeed(results)
+        return self._answer(results)
 
 
 @implementer(IChannel)
@@ -588,10 +586,8 @@ class DestinationContractTests:
     success_body = b"{}"
 
     def contract_destination(self, code=200, body=None, headers=None):
-        self.clock = task.Clock()
-        self.target = RecordingTarget(code, self.success_body if body is None else body, headers)
-        context = PluginContext(reactor=self.clock, http_client=StubTreq(self.target))
-        return self.make_destination(context)
+        return self.make_destination(_answering_context(self, code, self.success_body if body is None else body,
+                                                        headers))
 
     def test_provides_interface(self):
         self.assertTrue(verifyObject(IDestination, self.contract_destination()))
@@ -646,10 +642,8 @@ class BatchDestinationContractTests:
     batch_success_body = b"{}"
 
     def contract_batch_destination(self, code=200, body=None, headers=None):
-        self.clock = task.Clock()
-        self.target = RecordingTarget(code, self.batch_success_body if body is None else body, headers)
-        context = PluginContext(reactor=self.clock, http_client=StubTreq(self.target))
-        return self.make_batch_destination(context)
+        return self.make_batch_destination(
+            _answering_context(self, code, self.batch_success_body if body is None else body, headers))
 
     def contract_batch(self, count=3):
         return [sample_delivery(priority=NORMAL, text=f"Jalan rusak di RT {i}") for i in range(count)]
@@ -711,6 +705,16 @@ class BatchDestinationContractTests:
         for error in self._batch_errors(429, b"slow down", headers={b"Retry-After": b"7"}):
             self.assertIsInstance(error, TemporaryDeliveryError)
             self.assertEqual(error.retry_after, 7.0)
+
+
+def _answering_context(test, code, body, headers) -> PluginContext:
+    """
+    A plugin context whose HTTP client reaches a :class:`RecordingTarget` answering ``code`` and
+    ``body``; sets ``test.clock`` and ``test.target`` for the contract tests to inspect.
+    """
+    test.clock = task.Clock()
+    test.target = RecordingTarget(code, body, headers)
+    return PluginContext(reactor=test.clock, http_client=StubTreq(test.target))
 
 
 def _error_of(item):

@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import Site
 
 from gateway.context import PluginContext
 from gateway.dispatch import Dispatcher
@@ -27,6 +27,8 @@ from gateway.testing import (
     sample_delivery,
 )
 from plugins.destinations.webhook import MAX_BATCH_SIZE, WebhookDestination, batch_key, delivery_json, signature
+
+from ._support import Silent
 
 
 class WebhookContractTests(DestinationContractTests, SynchronousTestCase):
@@ -270,18 +272,6 @@ class WebhookDispatchTests(SynchronousTestCase):
         self.assertEqual({row.receipt.reference[:4] for row in store.rows.values()}, {"ONE-"})
 
 
-class Silent(Resource):
-    isLeaf = True
-
-    def __init__(self):
-        super().__init__()
-        self.requests = []
-
-    def render_POST(self, request):
-        self.requests.append(request)
-        return NOT_DONE_YET
-
-
 class LoopbackTests(TestCase):
     """Against real servers on 127.0.0.1."""
 
@@ -326,7 +316,7 @@ class LoopbackTests(TestCase):
             self.assertIn("no answer within 0.3s", e.reason)
         else:
             self.fail("a silent target must time out")
-        for request in silent.requests:
+        for request in silent.pending:
             request.channel.transport.loseConnection()
 
     @defer.inlineCallbacks
