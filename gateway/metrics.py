@@ -14,6 +14,24 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+class _Children:
+    """
+    A labelled metric's children by label values, each looked up in the metric only once:
+    ``prometheus_client`` checks the values and takes a lock on every ``labels()`` call, and
+    several are made for every report.
+    """
+
+    def __init__(self, metric):
+        self.metric = metric
+        self._children: dict = {}
+
+    def __call__(self, *values):
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
 class ChannelStats:
     """Per-channel figures for ``/status``."""
 
@@ -52,30 +70,33 @@ class Metrics:
         self.channels: Dict[str, ChannelStats] = collections.defaultdict(ChannelStats)
         self.destinations: Dict[str, DestinationStats] = collections.defaultdict(DestinationStats)
         r = self.registry
-        self._received = Counter("siaga_messages_received", "Messages accepted (new) per channel.",
-                                 ["channel"], registry=r)
-        self._duplicates = Counter("siaga_messages_duplicate", "Redelivered messages answered again.",
-                                   ["channel"], registry=r)
-        self._refused = Counter("siaga_requests_refused", "Webhook requests that failed verification.",
-                                ["channel"], registry=r)
-        self._malformed = Counter("siaga_requests_malformed", "Verified requests whose body could not be parsed.",
-                                  ["channel"], registry=r)
-        self._ignored = Counter("siaga_events_ignored", "Platform events skipped on purpose.",
-                                ["channel", "reason"], registry=r)
-        self._shed = Counter("siaga_messages_shed", "Ordinary reports answered 503 because the gateway was overloaded.",
-                             ["channel"], registry=r)
-        self._unavailable = Counter("siaga_requests_unavailable", "Requests answered 503 because the store could not write.",
-                                    ["channel"], registry=r)
-        self._ingest = Histogram("siaga_ingest_seconds", "From request body read to durable accept.",
-                                 ["channel"], buckets=_LATENCY_BUCKETS, registry=r)
-        self._deliveries = Counter("siaga_deliveries", "Delivery attempts by outcome.",
-                                   ["destination", "lane", "outcome"], registry=r)
-        self._delivery_seconds = Histogram("siaga_delivery_seconds", "Time of one delivery attempt.",
-                                           ["destination", "lane"], buckets=_LATENCY_BUCKETS, registry=r)
-        self._end_to_end = Histogram("siaga_end_to_end_seconds", "From message received to delivered.",
-                                     ["lane"], buckets=_LATENCY_BUCKETS, registry=r)
-        self._in_flight = Gauge("siaga_deliveries_in_flight", "Deliveries being attempted now.",
-                                ["destination"], registry=r)
+        def labelled(kind, name, documentation, labels, **options):
+            return _Children(kind(name, documentation, labels, registry=r, **options))
+
+        self._received = labelled(Counter, "siaga_messages_received", "Messages accepted (new) per channel.",
+                                  ["channel"])
+        self._duplicates = labelled(Counter, "siaga_messages_duplicate", "Redelivered messages answered again.",
+                                    ["channel"])
+        self._refused = labelled(Counter, "siaga_requests_refused", "Webhook requests that failed verification.",
+                                 ["channel"])
+        self._malformed = labelled(Counter, "siaga_requests_malformed",
+                                   "Verified requests whose body could not be parsed.", ["channel"])
+        self._ignored = labelled(Counter, "siaga_events_ignored", "Platform events skipped on purpose.",
+                                 ["channel", "reason"])
+        self._shed = labelled(Counter, "siaga_messages_shed",
+                              "Ordinary reports answered 503 because the gateway was overloaded.", ["channel"])
+        self._unavailable = labelled(Counter, "siaga_requests_unavailable",
+                                     "Requests answered 503 because the store could not write.", ["channel"])
+        self._ingest = labelled(Histogram, "siaga_ingest_seconds", "From request body read to durable accept.",
+                                ["channel"], buckets=_LATENCY_BUCKETS)
+        self._deliveries = labelled(Counter, "siaga_deliveries", "Delivery attempts by outcome.",
+                                    ["destination", "lane", "outcome"])
+        self._delivery_seconds = labelled(Histogram, "siaga_delivery_seconds", "Time of one delivery attempt.",
+                                          ["destination", "lane"], buckets=_LATENCY_BUCKETS)
+        self._end_to_end = labelled(Histogram, "siaga_end_to_end_seconds", "From message received to delivered.",
+                                    ["lane"], buckets=_LATENCY_BUCKETS)
+        self._in_flight = labelled(Gauge, "siaga_deliveries_in_flight", "Deliveries being attempted now.",
+                                   ["destination"])
         self.lane_depth = Gauge("siaga_lane_depth", "Pending or in-flight deliveries per lane.", ["lane"], registry=r)
         self.reactor_lag = Gauge("siaga_reactor_lag_seconds", "How late the last reactor tick ran.", registry=r)
 
@@ -84,50 +105,50 @@ class Metrics:
         stats.last_received = now
         if duplicate:
             stats.duplicates += 1
-            self._duplicates.labels(channel).inc()
+            self._duplicates(channel).inc()
         else:
             stats.received += 1
-            self._received.labels(channel).inc()
+            self._received(channel).inc()
 
     def refused(self, channel: str) -> None:
         self.channels[channel].refused += 1
-        self._refused.labels(channel).inc()
+        self._refused(channel).inc()
 
     def malformed(self, channel: str) -> None:
         self.channels[channel].malformed += 1
-        self._malformed.labels(channel).inc()
+        self._malformed(channel).inc()
 
     def ignored(self, channel: str, reason: str) -> None:
         self.channels[channel].ignored += 1
-        self._ignored.labels(channel, reason.split(":", 1)[0]).inc()
+        self._ignored(channel, reason.split(":", 1)[0]).inc()
 
     def shed(self, channel: str, count: int = 1) -> None:
         self.channels[channel].shed += count
-        self._shed.labels(channel).inc(count)
+        self._shed(channel).inc(count)
 
     def unavailable(self, channel: str) -> None:
-        self._unavailable.labels(channel).inc()
+        self._unavailable(channel).inc()
 
     def ingest_time(self, channel: str, seconds: float) -> None:
-        self._ingest.labels(channel).observe(seconds)
+        self._ingest(channel).observe(seconds)
 
     def attempt_started(self, destination: str) -> None:
         self.destinations[destination].in_flight += 1
-        self._in_flight.labels(destination).inc()
+        self._in_flight(destination).inc()
 
     def attempt_ended(self, destination: str, lane: str, outcome: str, seconds: float,
                       now: float, received_at: Optional[float] = None) -> None:
         """``outcome`` is ``delivered``, ``retry`` or ``dead``."""
         stats = self.destinations[destination]
         stats.in_flight -= 1
-        self._in_flight.labels(destination).dec()
-        self._deliveries.labels(destination, lane, outcome).inc()
-        self._delivery_seconds.labels(destination, lane).observe(seconds)
+        self._in_flight(destination).dec()
+        self._deliveries(destination, lane, outcome).inc()
+        self._delivery_seconds(destination, lane).observe(seconds)
         if outcome == "delivered":
             stats.delivered += 1
             stats.last_delivered = now
             if received_at is not None:
-                self._end_to_end.labels(lane).observe(max(0.0, now - received_at))
+                self._end_to_end(lane).observe(max(0.0, now - received_at))
         else:
             stats.failed += 1
             if outcome == "dead":

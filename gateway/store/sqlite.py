@@ -573,18 +573,14 @@ class SQLiteStore:
     # -- intake ------------------------------------------------------------------------------
 
     def accept(self, intakes):
-        intakes = list(intakes)
+        # The JSON is made in the writer, once the case is known: a value that cannot be stored
+        # fails its own accept there (the batch runs again without it).
         try:
-            # Most messages open a case of their own: dump them as such; joining a case re-dumps.
-            intakes = [intake if intake.message.case_id else
-                       dataclasses.replace(intake, message=dataclasses.replace(intake.message, case_id=intake.message.id))
-                       for intake in intakes]
-            prepared = [(intake, _dumps(intake.message.to_json()), _dumps(intake.triage.to_json()),
-                         [new_id() for _ in intake.destinations]) for intake in intakes]
-        except Exception:  # noqa: BLE001 - a value that cannot be stored fails this call
+            prepared = [(intake, [new_id() for _ in intake.destinations]) for intake in intakes]
+            urgent = any(intake.triage.priority == EMERGENCY for intake, _ in prepared)
+        except Exception:  # noqa: BLE001 - what is not an Intake fails this call
             return defer.fail()
         now = self._reactor.seconds()
-        urgent = any(intake.triage.priority == EMERGENCY for intake in intakes)
         window = self.case_window
         accepted = self._submit("accept", lambda conn: self._accept(conn, prepared, now, window), urgent=urgent)
         if self._claimable is not None:
@@ -622,7 +618,7 @@ class SQLiteStore:
     @classmethod
     def _accept(cls, conn, prepared, now, window):
         results = []
-        for intake, body, triage_json, delivery_ids in prepared:
+        for intake, delivery_ids in prepared:
             message, triage = intake.message, intake.triage
             if message.external_id is not None:
                 row = conn.execute("SELECT body, triage FROM messages WHERE channel_id = ? AND external_id = ?",
@@ -637,7 +633,7 @@ class SQLiteStore:
             case_id = cls._case_for(conn, message, triage, window)
             if case_id != message.case_id:
                 message = dataclasses.replace(message, case_id=case_id)
-                body = _dumps(message.to_json())
+            body, triage_json = _dumps(message.to_json()), _dumps(triage.to_json())
             conn.execute(
                 "INSERT INTO messages (id, channel_id, channel_type, external_id, sender, sender_name, text, body,"
                 " triage, priority, received_at, ticket, case_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

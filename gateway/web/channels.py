@@ -16,7 +16,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.util import Redirect
 
 from gateway.errors import MalformedRequest, NotHandled, Overloaded, RequestRefused, StoreUnavailable
-from gateway.web.common import error_body, write_json
+from gateway.web.common import error_body, finish_with, write_json
 
 #: Bigger webhook bodies are answered 413 without being read further (WhatsApp sends up to 3 MB).
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -130,9 +130,7 @@ class WebhookResource(Resource):
     def _answer(self, accepted, request):
         if request.finished or getattr(request, "_disconnected", False):
             return
-        body = self.channel.acknowledge(request, accepted)
-        request.write(body)
-        request.finish()
+        finish_with(request, self.channel.acknowledge(request, accepted))
 
     def _failed(self, failure, request):
         if failure.check(Overloaded):

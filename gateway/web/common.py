@@ -22,12 +22,23 @@ def error_body(request, code: int, error: str) -> bytes:
     return json_body(request, code, {"error": error})
 
 
+def finish_with(request, body: bytes) -> None:
+    """
+    Finish a request deferred with NOT_DONE_YET with ``body``, unless the client left. The
+    answer carries its ``Content-Length``, as one rendered at once does (not chunked).
+    """
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+
+
 def write_json(request, code: int, value) -> None:
     """Finish a request deferred with NOT_DONE_YET with a JSON answer, unless the client left."""
     if request.finished or getattr(request, "_disconnected", False):
         return
-    request.write(json_body(request, code, value))
-    request.finish()
+    finish_with(request, json_body(request, code, value))
 
 
 def bearer_ok(request, token: Optional[str]) -> bool:

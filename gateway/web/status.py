@@ -10,7 +10,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 import gateway
-from gateway.web.common import json_body, write_json
+from gateway.web.common import finish_with, json_body, write_json
 
 
 class _OfGateway(Resource):
@@ -96,11 +96,8 @@ class Metrics(_OfGateway):
             return g.metrics.exposition()
 
         def write(body):
-            if request.finished:
-                return
             request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-            request.write(body)
-            request.finish()
+            finish_with(request, body)
         d.addCallback(answer)
         d.addErrback(lambda _: g.metrics.exposition())
         d.addCallback(write)

@@ -98,6 +98,16 @@ class WebhookTests(GatewayFixture, SynchronousTestCase):
         self.assertEqual(delivered[0].triage.priority, "emergency")
         self.assertEqual(self.gateway.destinations["lapor"].delivered, [])
 
+    def test_answers_carry_their_length_and_are_not_chunked(self):
+        for body in ({"sender": "0812", "text": "Jalan rusak"}, b"{not json"):
+            response = self.successResultOf(self.http.post(
+                "http://siaga.test/channels/web/webhook", data=body if isinstance(body, bytes) else json.dumps(body),
+                headers={b"content-type": b"application/json"}))
+            content = self.successResultOf(response.content())
+            self.assertIn(response.code, (202, 400))
+            # The client keeps Content-Length as the response's length (UNKNOWN_LENGTH when chunked).
+            self.assertEqual(response.original.length, len(content))
+
     def test_complaint_flows_to_the_other_route(self):
         code, answer = self.request("POST", "/channels/web/webhook",
                                     {"sender": "0812", "text": "Jalan di depan rumah rusak, mohon diperbaiki"})

@@ -410,6 +410,21 @@ class ReactorWriterTests(TestCase):
         self.assertEqual(half, 0)
 
     @defer.inlineCallbacks
+    def test_a_message_that_cannot_be_stored_fails_its_own_accept_only(self):
+        import dataclasses
+        first = self.store.accept([_intake("satu", external_id="1")])
+        odd = _intake("dua", external_id="2")
+        odd = dataclasses.replace(odd, message=dataclasses.replace(odd.message, extra={"when": object()}))
+        broken = self.store.accept([odd])
+        last = self.store.accept([_intake("tiga", external_id="3")])
+        yield self.assertFailure(broken, TypeError)
+        accepted = yield defer.gatherResults([first, last])
+        self.assertEqual([a[0].message.external_id for a in accepted], ["1", "3"])
+        stored = yield self.store.run_in_writer(
+            lambda conn: [row[0] for row in conn.execute("SELECT external_id FROM messages ORDER BY external_id")])
+        self.assertEqual(stored, ["1", "3"])
+
+    @defer.inlineCallbacks
     def test_checkpoints_run_on_a_thread(self):
         auto = yield self.store.run_in_writer(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
         self.assertEqual(auto, 0, "the reactor's connection never checkpoints")
