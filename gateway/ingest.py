@@ -23,10 +23,6 @@ from gateway.replies import mask, send_reply
 from gateway.routing import route
 
 
-def _skip(*args, **kwargs) -> None:
-    """A log call whose level is not written."""
-
-
 class Ingest:
     """
     ``classifier`` is an :class:`gateway.interfaces.IClassifier`, ``routes`` the configured
@@ -104,6 +100,7 @@ class Ingest:
         emergencies = [item for item in accepted if item.triage.priority == EMERGENCY]
         if emergencies:
             self.dispatcher.submit(emergencies)
+        debug = logs.wanted(LogLevel.debug)
         for item in accepted:
             message = item.message
             self.metrics.received(message.channel_id, now, duplicate=item.duplicate)
@@ -113,17 +110,14 @@ class Ingest:
                                external_id=message.external_id, channel=message.channel_id, ticket=message.ticket)
                 continue
             # One line per emergency at info; ordinary reports only at debug (they are many).
-            if item.triage.priority == EMERGENCY:
-                emit = self.log.info
-            elif logs.wanted(LogLevel.debug):
-                emit = self.log.debug
-            else:
-                emit = _skip
-            emit("Accepted {message_id} ticket={ticket} from {sender} on {channel}: "
-                 "{priority}/{category} -> {destinations}",
-                 message_id=message.id, ticket=message.ticket, sender=mask(message.sender),
-                 channel=message.channel_id, priority=item.triage.priority, category=item.triage.category,
-                 destinations=",".join(d.destination_id for d in item.deliveries) or "(none)")
+            emergency = item.triage.priority == EMERGENCY
+            if emergency or debug:
+                (self.log.info if emergency else self.log.debug)(
+                    "Accepted {message_id} ticket={ticket} from {sender} on {channel}: "
+                    "{priority}/{category} -> {destinations}",
+                    message_id=message.id, ticket=message.ticket, sender=mask(message.sender),
+                    channel=message.channel_id, priority=item.triage.priority, category=item.triage.category,
+                    destinations=",".join(d.destination_id for d in item.deliveries) or "(none)")
             self._observe("siaga_message_accepted", message=message, triage=item.triage)
             if acknowledge and self.replies.get("acknowledge", True):
                 self._acknowledge(item)

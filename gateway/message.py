@@ -128,6 +128,17 @@ class Message:
         """The case's ticket: every message of one case shares it."""
         return ticket_for(self.case_id or self.id)
 
+    def in_case(self, case_id: str) -> "Message":
+        """
+        This message as part of case ``case_id``: ``dataclasses.replace(self, case_id=case_id)``,
+        without running ``__init__`` again on fields that are already valid (the store does this
+        for every message it accepts).
+        """
+        joined = object.__new__(type(self))
+        joined.__dict__.update(self.__dict__)
+        joined.__dict__["case_id"] = case_id
+        return joined
+
     @property
     def dedupe_key(self) -> Tuple[str, str]:
         return (self.channel_id, self.external_id or self.id)

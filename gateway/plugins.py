@@ -160,7 +160,11 @@ def observe(hook, name: str, **kwargs) -> None:
     """
     if hook is None:
         return
+    caller = getattr(hook, name)
+    implementations = getattr(caller, "get_hookimpls", None)
+    if implementations is not None and not implementations():
+        return  # no plugin observes it: skip pluggy's call machinery (this runs for every report)
     try:
-        getattr(hook, name)(**kwargs)
+        caller(**kwargs)
     except Exception:
         _log.failure("A plugin's {hook} hook raised; ignored", hook=name)

@@ -632,7 +632,7 @@ class SQLiteStore:
                 continue
             case_id = cls._case_for(conn, message, triage, window)
             if case_id != message.case_id:
-                message = dataclasses.replace(message, case_id=case_id)
+                message = message.in_case(case_id)
             body, triage_json = _dumps(message.to_json()), _dumps(triage.to_json())
             conn.execute(
                 "INSERT INTO messages (id, channel_id, channel_type, external_id, sender, sender_name, text, body,"

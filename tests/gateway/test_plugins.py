@@ -148,3 +148,12 @@ class ObserveTests(SynchronousTestCase):
     def test_no_hook_no_call(self):
         from gateway.plugins import observe
         self.assertIsNone(observe(None, "siaga_delivered", delivery=None, receipt=None))
+
+    def test_an_observer_registered_later_is_called(self):
+        from gateway.plugins import observe
+        manager = make_plugin_manager(disabled=(), entry_points=False)
+        calls = []
+        observe(manager.hook, "siaga_delivered", delivery="d1", receipt=None)
+        manager.register(Plugin(siaga_delivered=lambda delivery, receipt: calls.append(delivery)))
+        observe(manager.hook, "siaga_delivered", delivery="d2", receipt=None)
+        self.assertEqual(calls, ["d2"])
