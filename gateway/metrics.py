@@ -22,13 +22,13 @@ class _Children:
     """
 
     def __init__(self, metric):
-        self.metric = metric
+        self._labels = metric.labels
         self._children: dict = {}
 
     def __call__(self, *values):
         child = self._children.get(values)
         if child is None:
-            child = self._children[values] = self.metric.labels(*values)
+            child = self._children[values] = self._labels(*values)
         return child
 
 

@@ -122,10 +122,10 @@ _UNDELIVERED = "d.state IN ('pending', 'in_flight')"
 
 def _pending_of(priority, destination_id=None):
     """The WHERE clause (on ``deliveries d``) and its arguments for a lane's pending deliveries."""
+    where = f"{_UNDELIVERED} AND d.state = 'pending' AND d.priority = ?"
     if destination_id is None:
-        return f"{_UNDELIVERED} AND d.state = 'pending' AND d.priority = ?", (priority,)
-    return (f"{_UNDELIVERED} AND d.state = 'pending' AND d.priority = ? AND d.destination_id = ?",
-            (priority, destination_id))
+        return where, (priority,)
+    return where + " AND d.destination_id = ?", (priority, destination_id)
 
 
 def _delivery(row, attempt=None) -> Delivery:
